@@ -1,0 +1,52 @@
+"""Shared fixtures: config composition against tmp folders, and the CLI as a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from vqi import PROJECT_ROOT
+from vqi.config import CONFIG_DIR, register_resolvers
+
+SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "ttpla-sample"
+
+
+@pytest.fixture
+def tmp_paths(tmp_path: Path) -> list[str]:
+    """Overrides that send every read and write of a run into `tmp_path`."""
+    return [f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'outputs'}"]
+
+
+@pytest.fixture
+def make_cfg(tmp_paths):
+    """Compose the app's config as `python -m vqi.run` would, with paths in tmp."""
+    register_resolvers()
+
+    def _compose(*overrides: str, stage: str = "all") -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose("config", overrides=[f"stage={stage}", *tmp_paths, *overrides])
+
+    return _compose
+
+
+@pytest.fixture
+def run_cli(tmp_paths, tmp_path):
+    """Run `python -m vqi.run` in a subprocess from an unrelated working directory."""
+
+    def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "vqi.run", *args, *tmp_paths],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"vqi.run {' '.join(args)} exited {proc.returncode}\n"
+                                 f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        return proc
+
+    return _run

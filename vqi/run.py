@@ -1,0 +1,77 @@
+"""The one entry point: `python -m vqi.run stage=<name> [overrides]`.
+
+It composes the config, opens one MLflow run per stage, calls the stage, and closes the run
+(FAILED if the stage raised). `stage=all` runs every registered stage in order.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from vqi import config as vqi_config
+from vqi import tracking
+from vqi.stages import STAGES, load_stage
+
+log = logging.getLogger("vqi")
+
+
+def _tags(cfg: DictConfig, stage: str) -> dict[str, str]:
+    tags = {
+        "stage": stage,
+        "git_commit": tracking.git_commit(),
+        "experiment_name": str(cfg.experiment_name),
+    }
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        tags["sweep_id"] = Path(hydra_cfg.sweep.dir).name
+        tags["sweep_job"] = str(hydra_cfg.job.num)
+    return tags
+
+
+def _fingerprint(cfg: DictConfig) -> str | None:
+    path = Path(cfg.data.processed_dir) / "fingerprint.txt"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, float]:
+    """Run one stage inside its own MLflow run and return its metrics."""
+    module = load_stage(stage)
+    name = module.run_name(cfg) if hasattr(module, "run_name") else f"{stage}-{cfg.experiment_name}"
+    resume = module.resume_run_id(cfg) if hasattr(module, "resume_run_id") else None
+    params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    log.info("stage %s: MLflow run %s%s", stage, name, f" (resuming {resume})" if resume else "")
+    with tracking.stage_run(experiment_id, name, _tags(cfg, stage), params, resume) as active:
+        tracking.log_dir_if_exists(Path(HydraConfig.get().runtime.output_dir) / ".hydra", ".hydra")
+        metrics = module.run(cfg) or {}
+        numeric = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        if numeric:
+            mlflow.log_metrics(numeric)
+        fingerprint = _fingerprint(cfg)
+        if fingerprint:
+            mlflow.set_tag("dataset_fingerprint", fingerprint)
+        log.info("stage %s finished (run id %s)", stage, active.info.run_id)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    stages = list(STAGES) if cfg.stage == "all" else [cfg.stage]
+    for stage in stages:
+        load_stage(stage)  # fail on an unknown name before any run is opened
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    for stage in stages:
+        run_stage(cfg, stage, experiment_id)
+
+
+vqi_config.register_resolvers()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The stage registry: name -> module, in pipeline order.
+
+A stage module defines `run(cfg) -> dict[str, float]` and may define
+`run_name(cfg) -> str` (the MLflow run name) and `resume_run_id(cfg) -> str | None`
+(an MLflow run to continue, e.g. after an interrupted training).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+STAGES: dict[str, str] = {
+    "prepare": "vqi.stages.prepare",
+}
+"""Every stage, in the order `stage=all` runs them."""
+
+
+class UnknownStageError(ValueError):
+    pass
+
+
+def load_stage(name: str) -> ModuleType:
+    if name not in STAGES:
+        valid = ", ".join([*STAGES, "all"])
+        raise UnknownStageError(f"unknown stage {name!r}; valid stages: {valid}")
+    return importlib.import_module(STAGES[name])

@@ -1,0 +1,83 @@
+"""MLflow plumbing for stages: store set-up, run lifecycle, tags, params, Hydra artifacts.
+
+Only `vqi.run` and stage modules import this; library code stays free of MLflow.
+"""
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from vqi import PROJECT_ROOT
+
+MAX_PARAM_LEN = 500
+
+
+def configure(uri: str, experiment: str) -> str:
+    """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return found.experiment_id if found else client.create_experiment(experiment)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested dicts/lists into `a.b.0.c` keys with string values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: str(tree)[:MAX_PARAM_LEN]}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+@contextmanager
+def stage_run(
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    resume_run_id: str | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run around a stage: FINISHED on success, FAILED (and re-raised) on error.
+
+    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`.
+    """
+    run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
+                           run_name=None if resume_run_id else run_name)
+    try:
+        mlflow.set_tags(dict(tags))
+        if resume_run_id is None:
+            keys = list(params)
+            for start in range(0, len(keys), 100):
+                mlflow.log_params({k: params[k] for k in keys[start:start + 100]})
+        yield run
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def log_dir_if_exists(path: str | Path, artifact_path: str) -> None:
+    if Path(path).is_dir():
+        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
