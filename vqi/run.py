@@ -11,13 +11,14 @@ from pathlib import Path
 
 import hydra
 import mlflow
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vqi import config as vqi_config
 from vqi import tracking
-from vqi.stages import STAGES, load_stage
+from vqi.stages import PER_METHOD, PIPELINE, load_stage
 
 log = logging.getLogger("vqi")
 
@@ -61,14 +62,33 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
     return metrics
 
 
+def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """(stage, config) pairs to run: one for a named stage, the whole pipeline for `all`.
+
+    In `all`, a per-method stage is composed again with `xai=<method>` for every method
+    of `xai_methods`, keeping the command line's own overrides.
+    """
+    if cfg.stage != "all":
+        load_stage(cfg.stage)  # fail on an unknown name before any run is opened
+        return [(cfg.stage, cfg)]
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("stage=")]
+    jobs = []
+    for stage in PIPELINE:
+        if stage in PER_METHOD:
+            for method in cfg.xai_methods:
+                jobs.append((stage, compose(config_name="config",
+                                            overrides=[*overrides, f"stage={stage}", f"xai={method}"])))
+        else:
+            jobs.append((stage, cfg))
+    return jobs
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    stages = list(STAGES) if cfg.stage == "all" else [cfg.stage]
-    for stage in stages:
-        load_stage(stage)  # fail on an unknown name before any run is opened
+    jobs = _jobs(cfg)
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
-    for stage in stages:
-        run_stage(cfg, stage, experiment_id)
+    for stage, job_cfg in jobs:
+        run_stage(job_cfg, stage, experiment_id)
 
 
 vqi_config.register_resolvers()

@@ -12,7 +12,13 @@ from types import ModuleType
 STAGES: dict[str, str] = {
     "prepare": "vqi.stages.prepare",
 }
-"""Every stage, in the order `stage=all` runs them."""
+"""Every stage by name."""
+
+PIPELINE: tuple[str, ...] = tuple(STAGES)
+"""The steps `stage=all` runs, in order (a stage may appear twice)."""
+
+PER_METHOD: frozenset[str] = frozenset()
+"""Stages that `stage=all` runs once per entry of the config's `xai_methods` (as `xai=<method>`)."""
 
 
 class UnknownStageError(ValueError):
