@@ -1,0 +1,153 @@
+"""Proposals, the review file and applying decisions, on hand-made masks with known answers."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from vqi.augment import regions
+from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
+from vqi.augment.proposals import (ACCEPT, ENLARGE, PENDING, REJECT, EnlargeRule, PerplexedRule,
+                                   propose_enlargements, propose_perplexed)
+from vqi.augment.review import ReviewFileError, decide, read_review, write_review
+from vqi.classes import PERPLEXED as PERPLEXED_ID
+
+NAMES = {1: "cable", 2: "tower_lattice"}
+
+
+def scene():
+    """A 40×40 image: a 1-px cable on row 10, a tower block touching it, a distractor on row 30."""
+    mask = np.zeros((40, 40), np.uint8)
+    cable = np.zeros((40, 40), bool)
+    cable[10, 5:35] = True
+    mask[cable] = 1
+    mask[11:20, 20:25] = 2
+    mask[0:3, 0:3] = 255
+    polygon = [[5, 9.5, 35, 9.5, 35, 10.5, 5, 10.5]]
+    annotations = {7: {"id": 7, "image_id": 1, "category_id": 1, "segmentation": polygon,
+                       "area": 30, "bbox": [5, 10, 30, 1], "iscrowd": 0}}
+    return mask, cable, annotations
+
+
+def test_enlargement_takes_only_background():
+    mask, cable, _ = scene()
+    ring = regions.enlargement(cable, mask, 2)
+    assert ring.any()
+    assert not (ring & cable).any()
+    assert (mask[ring] == 0).all()          # never the tower below, never ignore
+    assert ring[8, 15] and ring[12, 15] and not ring[13, 15]
+
+
+def test_enlargement_proposed_only_where_attention_spills():
+    mask, cable, _ = scene()
+    spilling = regions.dilate(cable, 3).astype(float)
+    rule = EnlargeRule(k=2, min_ring_attention=0.3)
+    assert len(propose_enlargements("a", mask, [(7, cable)], spilling, "cable", rule)) == 1
+    focused = cable.astype(float)
+    assert propose_enlargements("a", mask, [(7, cable)], focused, "cable", rule) == []
+
+
+def test_perplexed_regions_lie_outside_labelled_objects():
+    mask, cable, _ = scene()
+    predicted = cable.copy()
+    predicted[30, 5:35] = True                # the distractor
+    predicted[12:14, 5:15] = True             # next to the real cable: annotation slack
+    found = propose_perplexed("a", mask, predicted, None, "cable", PerplexedRule(min_area=10, margin=3))
+    assert len(found) == 1
+    region = regions.decode(found[0].region, 40, 40)
+    assert region[30, 5:35].all() and region.sum() == 30
+
+
+def test_policies_prefill_decisions():
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    decide(props, "threshold", threshold=2.0)
+    assert props[0].decision == REJECT
+    decide(props, "accept_all", threshold=2.0)
+    assert props[0].decision == ACCEPT
+    decide(props, "review", threshold=0.0)
+    assert props[0].decision == PENDING
+    with pytest.raises(ValueError, match="augment.policy"):
+        decide(props, "maybe", threshold=0.0)
+
+
+def test_review_file_round_trip(tmp_path):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    props += propose_perplexed("a", mask, np.pad(np.ones((5, 30), bool), ((28, 7), (5, 5))), None,
+                               "cable", PerplexedRule(min_area=5))
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    assert read_review(path) == props
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("decision", "maybe", "field 'decision'"),
+    ("k", "-1", "field 'k'"),
+    ("k", "two", "field 'k'"),
+    ("kind", "grow", "field 'kind'"),
+])
+def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, message):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0][column] = value
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ReviewFileError, match=rf"review.csv, row 2: {message}"):
+        read_review(path)
+
+
+def _apply(decision, k=2):
+    mask, cable, annotations = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule(k=k))
+    props += propose_perplexed("a", mask, np.pad(np.ones((2, 30), bool), ((30, 8), (5, 5))), None,
+                               "cable", PerplexedRule(min_area=5))
+    for p in props:
+        p.decision = decision
+    accepted, _ = split_decisions(props)
+    return mask, props, apply_to_image(mask, annotations, accepted, NAMES)
+
+
+def test_rejected_proposals_change_nothing():
+    mask, _, (new_mask, enlarged, new_regions, summary) = _apply(REJECT)
+    assert np.array_equal(new_mask, mask) and enlarged == [] and new_regions == []
+
+
+def test_accepted_proposals_change_exactly_their_regions():
+    mask, props, (new_mask, enlarged, new_regions, summary) = _apply(ACCEPT)
+    changed = new_mask != mask
+    ring = regions.decode(props[0].region, 40, 40)
+    distractor = regions.decode(props[1].region, 40, 40)
+    assert np.array_equal(changed, ring | distractor)
+    assert (new_mask[ring] == 1).all() and (new_mask[distractor] == PERPLEXED_ID).all()
+    assert summary.pixels["cable"] == ring.sum() and summary.instances["perplexed"] == 1
+    grown = regions.annotation_mask(enlarged[0]["segmentation"], 40, 40)
+    assert np.array_equal(grown, new_mask == 1)
+
+
+def test_expert_changed_k_is_honoured():
+    mask, cable, annotations = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule(k=2))
+    props[0].decision, props[0].k = ACCEPT, 1
+    new_mask, *_ = apply_to_image(mask, annotations, props, NAMES)
+    assert np.array_equal(new_mask != mask, regions.enlargement(cable, mask, 1))
+
+
+def test_augmented_coco_leaves_the_original_dict_alone():
+    mask, cable, annotations = scene()
+    coco = {"images": [{"id": 1}], "annotations": list(annotations.values()),
+            "categories": [{"id": 1, "name": "cable"}]}
+    before = repr(coco)
+    _, props, (_, enlarged, new_regions, _) = _apply(ACCEPT)
+    out = augmented_coco(coco, enlarged, {1: new_regions})
+    assert repr(coco) == before
+    assert [a["id"] for a in out["annotations"]] == [7, 8]
+    assert out["annotations"][1]["category_id"] == PERPLEXED_ID
+    assert {"id": PERPLEXED_ID, "name": "perplexed", "supercategory": "distractor"} in out["categories"]

@@ -1,0 +1,1 @@
+"""Expert-guided annotation augmentation: proposals from explanations, review, application."""
