@@ -12,6 +12,7 @@ from vqi.augment.proposals import (ACCEPT, ENLARGE, PENDING, REJECT, EnlargeRule
                                    propose_enlargements, propose_perplexed)
 from vqi.augment.review import ReviewFileError, decide, read_review, write_review
 from vqi.classes import PERPLEXED as PERPLEXED_ID
+from vqi.data.rasterize import instance_mask
 
 NAMES = {1: "cable", 2: "tower_lattice"}
 
@@ -128,7 +129,7 @@ def test_accepted_proposals_change_exactly_their_regions():
     assert np.array_equal(changed, ring | distractor)
     assert (new_mask[ring] == 1).all() and (new_mask[distractor] == PERPLEXED_ID).all()
     assert summary.pixels["cable"] == ring.sum() and summary.instances["perplexed"] == 1
-    grown = regions.annotation_mask(enlarged[0]["segmentation"], 40, 40)
+    grown = instance_mask(enlarged[0], 40, 40)
     assert np.array_equal(grown, new_mask == 1)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from vqi.augment import regions
 from vqi.augment.proposals import ACCEPT, ENLARGE, PERPLEXED, Proposal
 from vqi.classes import BACKGROUND
+from vqi.data.rasterize import instance_mask
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 
 
@@ -48,7 +49,7 @@ def apply_to_image(
             if annotation is None:
                 raise KeyError(f"proposal {proposal.proposal_id}: annotation {proposal.annotation_id} "
                                f"is not in image {proposal.image}")
-            instance = regions.annotation_mask(annotation["segmentation"], height, width)
+            instance = instance_mask(annotation, height, width)
             gain = regions.enlargement(instance, label_mask, proposal.k) & (new_mask == BACKGROUND)
             class_id = annotation["category_id"]
             new_mask[gain] = class_id

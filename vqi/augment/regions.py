@@ -41,15 +41,6 @@ def components(region: np.ndarray, min_area: int) -> list[np.ndarray]:
     return [labels == i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
 
 
-def annotation_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
-    """A COCO segmentation (polygons or RLE) as a boolean mask, by pycocotools' rule."""
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
-        rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
-    else:
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    return mask_utils.decode(rle).astype(bool)
-
-
 def rle_segmentation(region: np.ndarray) -> dict:
     """A boolean region as a JSON-ready COCO RLE segmentation."""
     return {"size": [int(region.shape[0]), int(region.shape[1])], "counts": encode(region)}
