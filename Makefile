@@ -5,9 +5,11 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 FORCE ?= 0
 ARGS ?=
+TABLES := outputs/tables
+VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$(FORCE)),true,false) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all
+.PHONY: help install demo table1 table2 paper test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,8 +21,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: install ## Run every stage on the generated TTPLA-like data (CPU, minutes)
-	$(PY) -m vqi.run stage=all experiment=$(EXPERIMENT) $(ARGS)
+demo: install ## The main command: every stage on the generated TTPLA-like data (CPU, minutes)
+	$(VQI) stage=all
+	@cat $(TABLES)/table1.md $(TABLES)/table2.md
+
+table1: install ## Table I: prepare, train, test, explain + evaluate every method, report (EXPERIMENT=demo|paper, FORCE=1)
+	$(VQI) stage=all until=report
+	@cat $(TABLES)/table1.md
+
+table2: install ## Table II: Table I's chain, then augment, retrain and report (EXPERIMENT=demo|paper, FORCE=1)
+	$(VQI) stage=all
+	@cat $(TABLES)/table2.md
+
+paper: table2 ## Both tables of the paper (reruns reuse finished stages)
+	@cat $(TABLES)/table1.md
 
 test: install ## Run the fast tests (pytest -m "not slow")
 	$(PY) -m pytest -m "not slow" -q

@@ -5,8 +5,11 @@ It composes the config, opens one MLflow run per stage, calls the stage, and clo
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import hydra
@@ -18,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqi import config as vqi_config
 from vqi import tracking
-from vqi.stages import PER_METHOD, PIPELINE, load_stage
+from vqi.stages import PER_METHOD, PIPELINE, UnknownStageError, load_stage
 
 log = logging.getLogger("vqi")
 
@@ -41,14 +44,44 @@ def _fingerprint(cfg: DictConfig) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+def _reuse_key(cfg: DictConfig, module) -> str | None:
+    """For a stage that lists its input files (`inputs(cfg)`): a hash of its config and of those
+    files' sizes and times. A finished run with the same key makes a rerun unnecessary."""
+    if not hasattr(module, "inputs"):
+        return None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for volatile in ("stage", "force"):
+        config.pop(volatile, None)
+    files = sorted(f for p in map(Path, module.inputs(cfg))
+                   for f in ([p] if not p.is_dir() else p.rglob("*")) if f.is_file())
+    signature = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    blob = json.dumps([config, _fingerprint(cfg), signature], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _rank() -> int:
+    """The process's rank under `torchrun` (env RANK); 0 for a plain run."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, float]:
     """Run one stage inside its own MLflow run and return its metrics."""
     module = load_stage(stage)
+    if _rank() != 0:  # under torchrun only rank 0 tracks; the others just run the stage
+        return module.run(cfg) or {}
     name = module.run_name(cfg) if hasattr(module, "run_name") else f"{stage}-{cfg.experiment_name}"
+    key = _reuse_key(cfg, module)
+    if key and not cfg.force:
+        done = tracking.find_finished_run(experiment_id, stage, key)
+        if done is not None:
+            log.info("stage %s: reusing run %s (%s): same config and inputs; force=true redoes it",
+                     stage, done.info.run_name, done.info.run_id)
+            return dict(done.data.metrics)
     resume = module.resume_run_id(cfg) if hasattr(module, "resume_run_id") else None
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    tags = {**_tags(cfg, stage), **({"reuse_key": key} if key else {})}
     log.info("stage %s: MLflow run %s%s", stage, name, f" (resuming {resume})" if resume else "")
-    with tracking.stage_run(experiment_id, name, _tags(cfg, stage), params, resume) as active:
+    with tracking.stage_run(experiment_id, name, tags, params, resume) as active:
         tracking.log_dir_if_exists(Path(HydraConfig.get().runtime.output_dir) / ".hydra", ".hydra")
         metrics = module.run(cfg) or {}
         numeric = {k: float(v) for k, v in metrics.items()
@@ -65,15 +98,21 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
 def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     """(stage, config) pairs to run: one for a named stage, the whole pipeline for `all`.
 
-    In `all`, a per-method stage is composed again with `xai=<method>` for every method
-    of `xai_methods`, keeping the command line's own overrides.
+    `until=<stage>` ends `all` after that stage's first step. In `all`, a per-method stage is
+    composed again with `xai=<method>` for every method of `xai_methods`, keeping the command
+    line's own overrides.
     """
     if cfg.stage != "all":
         load_stage(cfg.stage)  # fail on an unknown name before any run is opened
         return [(cfg.stage, cfg)]
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("stage=")]
+    steps = list(PIPELINE)
+    if cfg.until:
+        if cfg.until not in steps:
+            raise UnknownStageError(f"until={cfg.until!r} is not a pipeline step; steps: {', '.join(steps)}")
+        steps = steps[:steps.index(cfg.until) + 1]
     jobs = []
-    for stage in PIPELINE:
+    for stage in steps:
         if stage in PER_METHOD:
             for method in cfg.xai_methods:
                 jobs.append((stage, compose(config_name="config",
@@ -86,7 +125,7 @@ def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     jobs = _jobs(cfg)
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment) if _rank() == 0 else ""
     for stage, job_cfg in jobs:
         run_stage(job_cfg, stage, experiment_id)
 

@@ -81,3 +81,13 @@ def stage_run(
 def log_dir_if_exists(path: str | Path, artifact_path: str) -> None:
     if Path(path).is_dir():
         mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+def find_finished_run(experiment_id: str, stage: str, reuse_key: str):
+    """The newest FINISHED run of `stage` tagged with `reuse_key`, or None."""
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.stage = '{stage}' and tags.reuse_key = '{reuse_key}' "
+                      "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
