@@ -1,0 +1,97 @@
+"""The prepared folder (docs/architecture.md) as a torch Dataset of `(image, mask, stem)`.
+
+Split S lists its images in `annotations/S.json`; images come from `images/<file_name>`, masks
+from `masks/S/<stem>.png` (uint8 class ids, 255 = ignore).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vqi.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX
+
+Transform = Callable[..., dict]
+"""An albumentations-style callable: `transform(image=HxWx3 uint8, mask=HxW uint8)` -> dict."""
+
+
+def read_split(processed_dir: str | Path, split: str) -> dict:
+    """The COCO document of one split, with a clear error when it is missing or malformed."""
+    path = Path(processed_dir) / "annotations" / f"{split}.json"
+    if not path.is_file():
+        found = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
+        raise FileNotFoundError(f"split {split!r}: {path} does not exist (splits found: "
+                                f"{', '.join(found) or 'none'}; run stage=prepare first)")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    for field in ("images", "categories"):
+        if not isinstance(doc.get(field), list):
+            raise ValueError(f"{path}: field `{field}` missing or not a list")
+    return doc
+
+
+def class_names(processed_dir: str | Path, split: str) -> list[str]:
+    """`background` + the split's COCO categories by id (255 excluded); index = class id."""
+    cats = {int(c["id"]): str(c["name"]) for c in read_split(processed_dir, split)["categories"]
+            if int(c["id"]) != IGNORE_INDEX}
+    ids = sorted(cats)
+    if ids != list(range(1, len(ids) + 1)):
+        raise ValueError(f"{Path(processed_dir) / 'annotations' / f'{split}.json'}: category ids "
+                         f"{ids} are not 1..{len(ids)}")
+    return [CLASS_NAMES[BACKGROUND]] + [cats[i] for i in ids]
+
+
+class SegmentationDataset(Dataset):
+    """Images and masks of one split of the prepared folder, transformed together."""
+
+    def __init__(self, processed_dir: str | Path, split: str, transform: Transform | None = None):
+        self.root = Path(processed_dir)
+        self.split = split
+        self.transform = transform
+        doc = read_split(self.root, split)
+        names = [img["file_name"] for img in doc["images"]]
+        if not names:
+            raise ValueError(f"{self.root / 'annotations' / f'{split}.json'}: split {split!r} has no images")
+        self.images = [self.root / "images" / name for name in names]
+        self.stems = [Path(name).stem for name in names]
+        self.masks = [self.root / "masks" / split / f"{stem}.png" for stem in self.stems]
+        missing = [str(p) for p in (*self.images, *self.masks) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"split {split!r}: {len(missing)} listed file(s) missing, "
+                                    f"e.g. {missing[0]}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the transform's own generator (albumentations ignores global seeds)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        image = np.array(Image.open(self.images[index]).convert("RGB"))
+        mask = np.array(Image.open(self.masks[index]))
+        if mask.ndim != 2 or mask.shape != image.shape[:2]:
+            raise ValueError(f"mask {self.masks[index]} has shape {mask.shape}, expected "
+                             f"{image.shape[:2]} (single channel, same size as its image)")
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        if not isinstance(image, torch.Tensor):
+            image = torch.from_numpy(np.ascontiguousarray(image).transpose(2, 0, 1)).float() / 255
+        mask = torch.as_tensor(np.asarray(mask), dtype=torch.long)
+        return image, mask, self.stems[index]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: give each worker's transform its own seed from torch's."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, SegmentationDataset):
+        info.dataset.reseed(torch.initial_seed() % 2**32)

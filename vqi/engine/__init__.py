@@ -1,0 +1,1 @@
+"""The training engine: epoch loops, the confusion matrix, and distributed helpers."""

@@ -1,0 +1,118 @@
+"""Building torchvision DeepLabv3 models for our classes, with weights that never download.
+
+`weights` / `weights_backbone` take `None`, a torchvision weights name (`"DEFAULT"`,
+`"COCO_WITH_VOC_LABELS_V1"` or the full `"DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1"`),
+or a local file. Named weights are read from torchvision's cache
+(`torch.hub.get_dir()/checkpoints`); when the file is not there, `WeightsNotFoundError` says which
+file to fetch, from where, and where to put it. Nothing is downloaded, so nothing hangs offline.
+"""
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights
+from torchvision.models.segmentation import (
+    DeepLabV3_MobileNet_V3_Large_Weights,
+    DeepLabV3_ResNet50_Weights,
+    DeepLabV3_ResNet101_Weights,
+    deeplabv3_mobilenet_v3_large,
+    deeplabv3_resnet50,
+    deeplabv3_resnet101,
+)
+
+log = logging.getLogger(__name__)
+
+ARCHS: dict[str, tuple[Callable[..., nn.Module], type[Enum], type[Enum]]] = {
+    "deeplabv3_resnet101": (deeplabv3_resnet101, DeepLabV3_ResNet101_Weights, ResNet101_Weights),
+    "deeplabv3_resnet50": (deeplabv3_resnet50, DeepLabV3_ResNet50_Weights, ResNet50_Weights),
+    "deeplabv3_mobilenet_v3_large": (
+        deeplabv3_mobilenet_v3_large, DeepLabV3_MobileNet_V3_Large_Weights, MobileNet_V3_Large_Weights),
+}
+"""arch name -> (torchvision builder, segmentation weights enum, backbone weights enum)."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Named weights that are not in torchvision's cache (we never download)."""
+
+
+def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights: str | None = None,
+                weights_backbone: str | None = None, aux_loss: bool = False) -> nn.Module:
+    """A DeepLabv3 with `num_classes` outputs; optional weights for the whole model or the backbone.
+
+    Whole-model weights fill every tensor whose shape matches (the class head is re-initialised
+    when the class count differs); backbone weights fill the backbone only.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown model arch {arch!r}; valid: {', '.join(ARCHS)}")
+    builder, seg_enum, backbone_enum = ARCHS[arch]
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    if weights is not None:
+        state = _model_state(_read_weights(weights, seg_enum, "weights"))
+        _load_matching(model, state, str(weights))
+    if weights_backbone is not None:
+        state = _read_weights(weights_backbone, backbone_enum, "weights_backbone")
+        _load_backbone(model, state, arch, str(weights_backbone))
+    return model
+
+
+def _read_weights(spec: str, enum_cls: type[Enum], field: str) -> dict[str, torch.Tensor]:
+    path = Path(str(spec)).expanduser()
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix in {".pt", ".pth", ".ckpt"} or "/" in str(spec):
+        raise FileNotFoundError(f"model.{field}: weights file {path} does not exist")
+    entry = _weights_entry(str(spec), enum_cls, field)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+    if not cached.is_file():
+        raise WeightsNotFoundError(
+            f"model.{field}={spec} needs {cached.name}, which is not in torchvision's cache and is "
+            f"never downloaded at run time. Fetch {entry.url} and put it at {cached} "
+            f"(or set model.{field} to a local file, or null)")
+    return torch.load(cached, map_location="cpu", weights_only=True)
+
+
+def _weights_entry(name: str, enum_cls: type[Enum], field: str) -> Any:
+    short = name.split(".", 1)[1] if name.startswith(enum_cls.__name__ + ".") else name
+    try:
+        return enum_cls[short]
+    except KeyError:
+        valid = ", ".join(enum_cls.__members__)
+        raise ValueError(f"model.{field}={name!r} is neither a file nor a {enum_cls.__name__} "
+                         f"name (valid: {valid})") from None
+
+
+def _model_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Accept a bare state_dict or one of our checkpoints (`{"model": state_dict, ...}`)."""
+    if "model" in obj and isinstance(obj["model"], dict):
+        return obj["model"]
+    return obj
+
+
+def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("backbone.") for k in usable):
+        raise ValueError(f"weights {source} hold no backbone tensor of this model; "
+                         f"is it a state_dict of the same architecture?")
+    skipped = sorted(set(own) - set(usable))
+    if skipped:
+        log.info("weights %s: %d tensors left at their initial values (e.g. %s)",
+                 source, len(skipped), skipped[0])
+    model.load_state_dict(usable, strict=False)
+
+
+def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], arch: str, source: str) -> None:
+    if arch.startswith("deeplabv3_mobilenet"):
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    own = model.backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ValueError(f"model.weights_backbone {source} lacks {len(missing)} backbone tensors "
+                         f"of {arch} (e.g. {missing[0]}); is it a classification state_dict of "
+                         f"the same backbone?")
+    model.backbone.load_state_dict({k: state[k] for k in own})

@@ -1,0 +1,236 @@
+"""stage=train: DeepLabv3 on the prepared dataset, with resumable checkpoints.
+
+Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via transforms),
+`model.{arch,weights,weights_backbone,aux_loss}`, `loss` (`_target_`), and `train.*`:
+`epochs, batch_size, lr, accumulate, aux_weight, amp, channels_last, num_workers, split,
+val_split, eval_untrained, progress, force, checkpoint_dir, optimizer, scheduler, transforms`.
+
+Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically.
+A run finds `last.pt` and then: continues it (same config, unfinished; the MLflow run continues
+too, see `resume_run_id`), reuses it (same config, finished), or stops with an error (other
+config) unless `train.force=true`. Under `torchrun`, rank 0 alone writes and logs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from vqi.classes import CLASS_NAMES
+from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
+from vqi.engine import distributed
+from vqi.engine.train_loop import evaluate, make_scaler, train_one_epoch
+from vqi.models.checkpoint import load_checkpoint, save_checkpoint
+from vqi.models.factory import build_model
+from vqi.utils.device import resolve_device
+from vqi.utils.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+RUNTIME_KEYS = ("num_workers", "force", "progress", "checkpoint_dir", "eval_untrained")
+"""`train.*` keys that do not change what is trained, so a resume may differ in them."""
+
+
+class CheckpointConfigError(RuntimeError):
+    """`last.pt` was written by a different training config."""
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"train-{cfg.experiment_name}-{cfg.train.tag}"
+
+
+def _fingerprint(cfg: DictConfig) -> str | None:
+    path = Path(cfg.data.processed_dir) / "fingerprint.txt"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _identity(config: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
+    """The part of a resolved config that decides what a training produces."""
+    train = {k: v for k, v in config["train"].items() if k not in RUNTIME_KEYS}
+    return {"seed": config.get("seed"), "data": config.get("data"), "model": config.get("model"),
+            "loss": config.get("loss"), "train": train, "dataset_fingerprint": fingerprint}
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))]
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _plain_config(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def checkpoint_state(cfg: DictConfig) -> tuple[str, dict | None]:
+    """`("fresh", None)`, `("resume", last)` or `("done", last)` for this config's `last.pt`.
+
+    Raises `CheckpointConfigError` when `last.pt` comes from a different config.
+    """
+    last = Path(cfg.train.checkpoint_dir) / "last.pt"
+    if cfg.train.force or not last.is_file():
+        return "fresh", None
+    ckpt = load_checkpoint(last)
+    diff = _differences(_identity(ckpt.get("config") or {"train": {}}, ckpt.get("dataset_fingerprint")),
+                        _identity(_plain_config(cfg), _fingerprint(cfg)))
+    if diff:
+        shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+        raise CheckpointConfigError(
+            f"{last} was written by a different training config ({shown}). Set train.force=true "
+            f"to start over (it overwrites last.pt and best.pt), or choose another "
+            f"train.checkpoint_dir (or train.tag).")
+    return ("done" if ckpt["epoch"] >= cfg.train.epochs else "resume"), ckpt
+
+
+def resume_run_id(cfg: DictConfig) -> str | None:
+    """The MLflow run of an unfinished training with this config, to continue it."""
+    try:
+        state, ckpt = checkpoint_state(cfg)
+    except (CheckpointConfigError, ValueError):
+        return None  # run() raises the error inside a run, where it is recorded
+    return ckpt.get("mlflow_run_id") if state == "resume" else None
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    device = resolve_device(cfg.device)
+    dist_info = distributed.setup(device.type)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        return _train(cfg, device, dist_info)
+    finally:
+        distributed.cleanup()
+
+
+def _loader(dataset: SegmentationDataset, cfg: DictConfig, sampler, generator, train: bool,
+            device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler,
+                      num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda",
+                      drop_last=train, worker_init_fn=seed_worker, generator=generator)
+
+
+def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInfo) -> dict[str, float]:
+    tc = cfg.train
+    main = dist_info.is_main
+    ckpt_dir = Path(tc.checkpoint_dir)
+    state, ckpt = checkpoint_state(cfg)
+    if state == "done":
+        log.info("reusing the finished training in %s (%d/%d epochs, same config)",
+                 ckpt_dir, ckpt["epoch"], tc.epochs)
+        if main:
+            mlflow.set_tag("reused_checkpoint", str(ckpt_dir / "last.pt"))
+        return dict(ckpt.get("metrics") or {})
+    if state == "fresh" and (ckpt_dir / "last.pt").is_file():
+        log.warning("train.force=true: starting over, replacing the checkpoints in %s", ckpt_dir)
+
+    processed = Path(cfg.data.processed_dir)
+    names = class_names(processed, tc.split)
+    model_config = {"arch": cfg.model.arch, "num_classes": len(names), "weights": cfg.model.weights,
+                    "weights_backbone": cfg.model.weights_backbone, "aux_loss": bool(cfg.model.aux_loss)}
+    seed_everything(int(cfg.seed) + dist_info.rank)
+    model = build_model(**model_config)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(device)
+    if tc.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if dist_info.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    criterion = instantiate(cfg.loss)
+    optimizer = instantiate(tc.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
+    scheduler = instantiate(tc.scheduler)(optimizer=optimizer)
+    start, best = 0, -math.inf
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, best = int(ckpt["epoch"]), float(ckpt["best_score"])
+        log.info("resuming %s at epoch %d/%d (best val Overall IoU so far %.4f)",
+                 ckpt_dir / "last.pt", start, tc.epochs, best)
+
+    train_ds = SegmentationDataset(processed, tc.split, instantiate(tc.transforms.train))
+    per_rank = len(train_ds) // dist_info.world_size
+    if per_rank < tc.batch_size:
+        raise ValueError(f"split {tc.split!r} has {len(train_ds)} images: fewer than "
+                         f"train.batch_size={tc.batch_size} per process ({dist_info.world_size} "
+                         f"process(es)); lower train.batch_size")
+    val_loader = None
+    if tc.val_split:
+        val_ds = SegmentationDataset(processed, tc.val_split, instantiate(tc.transforms.eval))
+        val_loader = _loader(val_ds, cfg, distributed.ShardSampler(len(val_ds), dist_info.rank,
+                                                                   dist_info.world_size),
+                             None, False, device)
+    progress = bool(tc.progress) and main
+    scaler = make_scaler(device, tc.amp)
+    run_id = mlflow.active_run().info.run_id if main and mlflow.active_run() else None
+    fingerprint = _fingerprint(cfg)
+
+    def validate() -> dict[str, float]:
+        if val_loader is None:
+            return {}
+        cm = evaluate(net, val_loader, device, len(CLASS_NAMES), amp=tc.amp,
+                      channels_last=tc.channels_last, progress=progress)
+        return {f"val_{k}": v for k, v in cm.metrics().items()}
+
+    if start == 0 and tc.eval_untrained and val_loader is not None:
+        untrained = validate()
+        if main:
+            mlflow.log_metrics(_finite(untrained), step=0)
+            log.info("untrained model: val Overall IoU %.4f", untrained["val_iou_overall"])
+
+    metrics: dict[str, float] = dict(ckpt.get("metrics") or {}) if ckpt else {}
+    for epoch in range(start, tc.epochs):
+        generator = torch.Generator().manual_seed(int(cfg.seed) * 1000 + epoch * 100 + dist_info.rank)
+        if dist_info.enabled:
+            sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True,
+                                         seed=int(cfg.seed), drop_last=True)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(train_ds, generator=generator)
+        train_ds.reseed(int(generator.initial_seed()))
+        stats = train_one_epoch(net, criterion, optimizer, _loader(train_ds, cfg, sampler, generator, True, device),
+                                device, scaler=scaler, amp=tc.amp, channels_last=tc.channels_last,
+                                accumulate=tc.accumulate, aux_weight=tc.aux_weight, epoch=epoch,
+                                progress=progress)
+        loss = distributed.all_reduce_sum(torch.tensor([stats["loss"]], dtype=torch.float64))
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        metrics = {"train_loss": float(loss) / dist_info.world_size, "lr": lr, **validate()}
+        score = metrics.get("val_iou_overall", math.nan)
+        improved = val_loader is None or (math.isfinite(score) and score > best)
+        if improved and math.isfinite(score):
+            best = score
+        metrics["best_val_iou_overall"] = best
+        if main:
+            ckpt_out = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best_score": best,
+                "class_names": names, "model_config": model_config, "config": _plain_config(cfg),
+                "mlflow_run_id": run_id, "dataset_fingerprint": fingerprint, "metrics": metrics,
+            }
+            if improved:
+                save_checkpoint(ckpt_out, ckpt_dir / "best.pt")
+            save_checkpoint(ckpt_out, ckpt_dir / "last.pt")
+            mlflow.log_metrics(_finite(metrics), step=epoch + 1)
+            log.info("epoch %d/%d: loss %.4f, val Overall IoU %.4f%s", epoch + 1, tc.epochs,
+                     metrics["train_loss"], score, " (best)" if improved else "")
+        distributed.barrier()
+
+    if main:
+        for name in ("best.pt", "last.pt"):
+            mlflow.log_artifact(str(ckpt_dir / name), artifact_path="checkpoints")
+        mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
+    return metrics
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
