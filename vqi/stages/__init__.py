@@ -11,6 +11,8 @@ from types import ModuleType
 
 STAGES: dict[str, str] = {
     "prepare": "vqi.stages.prepare",
+    "train": "vqi.stages.train",
+    "test": "vqi.stages.test",
 }
 """Every stage by name."""
 
