@@ -95,8 +95,11 @@ class CocoFile:
         return sorted(self.images)
 
     def input_files(self) -> list[Path]:
-        names = {Path(img["file_name"].replace("\\", "/")).name for img in self.images.values()}
-        return [self.path, *sorted(p for p in self.images_dir.iterdir() if p.name in names)]
+        found = []
+        for img in self.images.values():
+            rel = img["file_name"].replace("\\", "/")
+            found += [p for p in (self.images_dir / rel, self.images_dir / Path(rel).name) if p.is_file()][:1]
+        return [self.path, *sorted(found)]
 
     def load(self, stem: str) -> Sample:
         img = self.images[stem]

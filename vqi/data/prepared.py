@@ -142,6 +142,18 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
     return summary
 
 
+def ensure(source: Source, assignment: dict[str, str], out_dir: str | Path, settings: dict, force: bool = False,
+           **build_kwargs) -> tuple[dict, bool]:
+    """Reuse `out_dir` when its fingerprint matches the inputs and `settings`, else (or with
+    `force`) build it. Returns (summary, reused)."""
+    inputs = source.input_files()
+    check_outside(Path(out_dir), inputs)
+    value = fingerprint(inputs, settings)
+    if not force and current_fingerprint(Path(out_dir)) == value:
+        return read_summary(out_dir), True
+    return build(source, assignment, out_dir, fingerprint_value=value, **build_kwargs), False
+
+
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     """Replace `out_dir` by `tmp`; a crash in between leaves no folder under the final name."""
     old = None

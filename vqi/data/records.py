@@ -92,10 +92,14 @@ def load_rgb(path: Path, expected: tuple[int, int] | None, size_file: Path, size
 
 def find_image(images_dir: Path, name_hint: str | None, stem: str, file: Path, field: str,
                extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")) -> Path:
-    """The image file for a record: `name_hint` (its base name) in `images_dir`, else `<stem>.<ext>`."""
+    """The image file for a record: `name_hint` relative to `images_dir`, else its base name there,
+    else `<stem>.<ext>`."""
     candidates = []
     if name_hint:
-        candidates.append(images_dir / name_hint.replace("\\", "/").rsplit("/", 1)[-1])
+        hint = name_hint.replace("\\", "/")
+        candidates += [images_dir / hint.rsplit("/", 1)[-1]]
+        if "/" in hint and not hint.startswith("/") and ".." not in hint.split("/"):
+            candidates.insert(0, images_dir / hint)
     candidates += [images_dir / f"{stem}{ext}" for ext in extensions]
     for path in candidates:
         if path.is_file():

@@ -172,21 +172,23 @@ def fence(rng, canvas):
 
 def branches(rng, canvas):
     size = canvas.size
+    tone = rng.uniform(0.45, 0.7) if canvas.pixels.mean() > 110 else rng.uniform(1.6, 2.2)  # contrast
     for _ in range(rng.integers(2, 6)):
         start = rng.uniform(0, size, 2)
         bend = start + rng.uniform(-60, 60, 2)
         end = start + rng.uniform(-110, 110, 2)
         t = np.linspace(0, 1, 24)[:, None]
         curve = (1 - t) ** 2 * start + 2 * t * (1 - t) * bend + t ** 2 * end
-        canvas.lines([curve], rng.uniform(1, 3), (rng.uniform(50, 90), rng.uniform(38, 60), 30))
+        colour = np.array((rng.uniform(80, 100), rng.uniform(62, 72), 48)) * tone
+        canvas.lines([curve], rng.uniform(1, 3), colour)
         fork = curve[rng.integers(6, 18)]
-        canvas.lines([np.array([fork, fork + rng.uniform(-30, 30, 2)])], 1, (70, 52, 34))
+        canvas.lines([np.array([fork, fork + rng.uniform(-30, 30, 2)])], 1.5, colour)
 
 
 def tracks(rng, canvas):
     a, b, n = _line_across(rng, canvas.size)
     gap = rng.uniform(3, 6)
-    canvas.lines([np.array([a, b]), np.array([a + n * gap, b + n * gap])], rng.uniform(1, 2), (70, 66, 52), 0.8)
+    canvas.lines([np.array([a, b]), np.array([a + n * gap, b + n * gap])], rng.uniform(1, 2.5), (52, 50, 40), 0.9)
 
 
 # --- annotated objects ---------------------------------------------------------------------
@@ -279,9 +281,9 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[
     background = {"fields": _fields, "road": _fields, "forest": _forest, "sky": _sky}[scene](rng, size)
     canvas = Canvas(background)
     distractors = {"fields": [tracks, fence], "road": [road, fence], "forest": [branches], "sky": [branches]}[scene]
-    for draw in distractors:
-        if draw is road or rng.random() < 0.7:
-            draw(rng, canvas)
+    for k in rng.permutation(len(distractors)):  # at least one, the others now and then
+        if k == 0 or rng.random() < 0.6:
+            distractors[k](rng, canvas)
     shapes: list[tuple[str, np.ndarray]] = []
     for _ in range(rng.choice([0, 1, 1, 2])):
         kind = rng.choice(["tower_lattice", "tower_tucohy", "tower_wooden"])

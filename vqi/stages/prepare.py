@@ -70,23 +70,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not stems:
         raise FileNotFoundError(f"data.source: no records found ({OmegaConf.to_container(data.source, resolve=True)})")
     out_dir = Path(data.processed_dir)
-    inputs = source.input_files()
-    prepared.check_outside(out_dir, inputs)
     assignment, left_out, split_settings = _splits(cfg, stems)
     settings = {"image_size": int(data.image_size), "void": data.void, "on_error": data.on_error,
                 "class_map": OmegaConf.to_container(data.class_map), "point_tolerance": data.point_tolerance,
                 "source": data.source._target_, **split_settings}
-    fp = prepared.fingerprint(inputs, settings)
-    if not data.force and prepared.current_fingerprint(out_dir) == fp:
-        log.info("prepared dataset %s is up to date (fingerprint %s): reused", out_dir, fp)
-        summary = prepared.read_summary(out_dir)
-        mlflow.set_tag("prepare_reused", "true")
+    summary, reused = prepared.ensure(source, assignment, out_dir, settings, force=bool(data.force),
+                                      image_size=int(data.image_size), void=data.void, on_error=data.on_error,
+                                      skipped=left_out, description=str(data.name))
+    if reused:
+        log.info("prepared dataset %s is up to date (fingerprint %s): reused", out_dir, summary["fingerprint"])
     else:
-        summary = prepared.build(source, assignment, out_dir, int(data.image_size), data.void, data.on_error,
-                                 skipped=left_out, fingerprint_value=fp, description=str(data.name))
         log.info("prepared %s: %s images, %d skipped", out_dir,
                  {s: v["images"] for s, v in summary["splits"].items()}, summary["skipped_count"])
-        mlflow.set_tag("prepare_reused", "false")
+    mlflow.set_tag("prepare_reused", str(reused).lower())
     for item in summary["skipped"]:
         log.warning("skipped %s: %s: %s", item["file"], item["field"], item["reason"])
     mlflow.log_artifact(str(out_dir / "summary.json"), artifact_path="prepare")
