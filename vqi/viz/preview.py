@@ -29,7 +29,7 @@ def save_preview(path: str | Path, images: Sequence[np.ndarray], masks: Sequence
         for ax in axes[row]:
             ax.axis("off")
     names = {**dict(enumerate(CLASS_NAMES[1:], start=1)), IGNORE_INDEX: "ignore"}
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(PALETTE[i]) / 255) for i in names]
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=np.array(PALETTE[i]) / 255, edgecolor="black") for i in names]
     fig.legend(handles, list(names.values()), loc="lower center", ncol=len(names), fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
