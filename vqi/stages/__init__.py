@@ -13,10 +13,12 @@ STAGES: dict[str, str] = {
     "prepare": "vqi.stages.prepare",
     "train": "vqi.stages.train",
     "test": "vqi.stages.test",
+    "serve": "vqi.stages.serve",
+    "export": "vqi.stages.export",
 }
 """Every stage by name."""
 
-PIPELINE: tuple[str, ...] = tuple(STAGES)
+PIPELINE: tuple[str, ...] = tuple(s for s in STAGES if s not in ("serve", "export"))
 """The steps `stage=all` runs, in order (a stage may appear twice)."""
 
 PER_METHOD: frozenset[str] = frozenset()
