@@ -1,0 +1,267 @@
+"""HTTP tests of every endpoint of the web app, against a real app with a real small model."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from processed_factory import write_processed
+from serve_factory import write_checkpoint, write_review_file
+
+from vqi.augment.proposals import Proposal
+from vqi.augment.review import read_review, write_review
+from vqi.classes import CLASS_NAMES
+from vqi.serve.app import create_app, fast_methods
+from vqi.serve.registry import CheckpointRegistry
+
+SIZE = 64
+CLASS_MAP = {n: n for n in CLASS_NAMES[1:]} | {"void": "void"}
+
+
+def make_app(root: Path, **overrides):
+    kwargs = dict(registry=CheckpointRegistry({"tiny": root / "ckpt" / "best.pt"}, "cpu", SIZE),
+                  methods=fast_methods(["gradcam", "hirescam"]), review_file=root / "review" / "review.csv",
+                  images_dir=root / "processed" / "images" / "train", masks_dir=root / "processed" / "masks" / "train",
+                  work_dir=root / "scratch", class_map=CLASS_MAP, max_upload_bytes=2**20)
+    kwargs.update(overrides)
+    return create_app(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    write_processed(root / "processed", {"train": 3}, size=SIZE)
+    write_checkpoint(root / "ckpt" / "best.pt", size=SIZE)
+    return root
+
+
+@pytest.fixture
+def review(root) -> list[str]:
+    return write_review_file(root / "review" / "review.csv", root / "processed")
+
+
+@pytest.fixture(scope="module")
+def client(root):
+    return make_app(root).test_client()
+
+
+def image_bytes(root: Path, stem: str = "train_000") -> bytes:
+    return (root / "processed" / "images" / "train" / f"{stem}.png").read_bytes()
+
+
+def labelme_doc(root: Path, stem: str = "train_000") -> dict:
+    """The prepared image's COCO polygons rewritten as a labelme file."""
+    doc = json.loads((root / "processed" / "annotations" / "train.json").read_text())
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    image = next(i for i in doc["images"] if Path(i["file_name"]).stem == stem)
+    shapes = [{"label": names[a["category_id"]], "shape_type": "polygon",
+               "points": np.reshape(a["segmentation"][0], (-1, 2)).tolist()}
+              for a in doc["annotations"] if a["image_id"] == image["id"]]
+    return {"shapes": shapes, "imagePath": f"{stem}.png", "imageWidth": SIZE, "imageHeight": SIZE}
+
+
+def post_analyze(client, data: bytes, annotation: bytes | None = None, ann_name: str = "train_000.json",
+                 model: str = "tiny", method: str = "gradcam", name: str = "train_000.png"):
+    form = {"model": model, "method": method, "image": (io.BytesIO(data), name)}
+    if annotation is not None:
+        form["annotation"] = (io.BytesIO(annotation), ann_name)
+    return client.post("/api/analyze", data=form, content_type="multipart/form-data")
+
+
+def decode_png(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def assert_plain_error(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.get_data(as_text=True)
+    text = response.get_json()["error"]
+    assert "Traceback" not in response.get_data(as_text=True) and 'File "' not in text
+    for word in words:
+        assert word in text
+    return text
+
+
+def test_pages_and_models(client):
+    for path, marker in (("/", 'id="analyze-form"'), ("/review", 'id="proposals"')):
+        response = client.get(path)
+        assert response.status_code == 200 and marker in response.get_data(as_text=True)
+    assert client.get("/api/models").get_json() == {"models": ["tiny"], "methods": ["gradcam", "hirescam"]}
+    assert_plain_error(client.get("/nope"), 404)
+
+
+def test_analyze_without_annotation(client, root):
+    response = post_analyze(client, image_bytes(root))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    data = response.get_json()
+    assert data["model"] == "tiny" and data["size"] == [SIZE, SIZE] and "scores" not in data
+    assert sum(a["pixels"] for a in data["areas"].values()) == SIZE * SIZE
+    assert decode_png(data["overlays"]["segmentation"]).shape == (SIZE, SIZE, 3)
+    predicted = [n for n, a in data["areas"].items() if n != "background" and a["pixels"] > 0]
+    assert sorted(data["overlays"]["explanations"]) == sorted(predicted)
+    assert data["timing_ms"]["total"] >= data["timing_ms"]["predict"] > 0
+
+
+def test_analyze_with_labelme_and_coco_annotations_agree(client, root):
+    labelme = post_analyze(client, image_bytes(root), json.dumps(labelme_doc(root)).encode())
+    coco = post_analyze(client, image_bytes(root), (root / "processed" / "annotations" / "train.json").read_bytes(),
+                        ann_name="train.json")
+    assert labelme.status_code == 200 and coco.status_code == 200, labelme.get_data(as_text=True)
+    a, b = labelme.get_json(), coco.get_json()
+    truth = decode_png(a["overlays"]["ground_truth"])
+    assert not np.array_equal(truth, decode_png(a["overlays"]["image"]))  # objects are drawn
+    assert np.array_equal(truth, decode_png(b["overlays"]["ground_truth"]))
+    assert a["scores"] == b["scores"] and set(a["scores"]) == set(a["overlays"]["explanations"])
+    for scores in a["scores"].values():
+        assert set(scores) == {"ebpg", "iou", "bbox", "drop", "increase"}
+        assert all(0.0 <= v <= 100.0 for v in scores.values())
+    gt_classes = {CLASS_NAMES[c] for c in np.unique(np.asarray(Image.open(
+        root / "processed" / "masks" / "train" / "train_000.png"))) if 0 < c < len(CLASS_NAMES)}
+    assert set(a["scores"]) | set(a["skipped"]) >= gt_classes
+
+
+def test_bad_uploads_are_refused(client, root):
+    assert_plain_error(post_analyze(client, b"GIF89a this is not really an image"), 400, "not a readable image")
+    assert_plain_error(post_analyze(client, b"%PDF-1.4\n" + bytes(range(256))), 400, "not a readable image")
+    assert_plain_error(post_analyze(client, b""), 400, "empty")
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)).save(big, "PNG")
+    assert len(big.getvalue()) > 2**20
+    assert_plain_error(post_analyze(client, big.getvalue()), 413, "too large")
+    assert_plain_error(client.post("/api/analyze", data={"model": "tiny", "method": "gradcam"}), 400, "image")
+
+
+def test_decompression_bomb_is_refused(root):
+    small_limit = make_app(root, max_image_pixels=SIZE * SIZE).test_client()
+    wide = io.BytesIO()
+    Image.new("RGB", (SIZE * 4, SIZE * 4)).save(wide, "PNG")  # tiny file, too many pixels
+    assert_plain_error(post_analyze(small_limit, wide.getvalue()), 413, "pixels")
+
+
+def test_malformed_annotations_are_refused(client, root):
+    image = image_bytes(root)
+    assert_plain_error(post_analyze(client, image, b"{not json"), 400, "train_000.json", "JSON")
+    assert_plain_error(post_analyze(client, image, b'{"foo": 1}'), 400, "neither labelme")
+    doc = labelme_doc(root)
+    doc["shapes"][0]["points"] = [[1, 1], [2, 2]]
+    assert_plain_error(post_analyze(client, image, json.dumps(doc).encode()), 400, "shapes[0].points", "3 points")
+    doc = labelme_doc(root)
+    doc["shapes"][0]["label"] = "giraffe"
+    assert_plain_error(post_analyze(client, image, json.dumps(doc).encode()), 400, "shapes[0].label", "giraffe")
+    doc = labelme_doc(root)
+    doc["imageWidth"] = 999
+    assert_plain_error(post_analyze(client, image, json.dumps(doc).encode()), 400, "imageWidth")
+    coco = json.loads((root / "processed" / "annotations" / "train.json").read_text())
+    coco["annotations"][0]["segmentation"] = "oops"
+    assert_plain_error(post_analyze(client, image, json.dumps(coco).encode(), "c.json"), 400, "segmentation")
+    assert not any((root / "scratch").iterdir())  # the scratch copies are gone
+
+
+def test_model_and_method_come_only_from_the_registry(client, root):
+    secret = root / "ckpt" / "best.pt"
+    for model in ("../ckpt/best.pt", str(secret), "tiny/../tiny", ""):
+        assert_plain_error(post_analyze(client, image_bytes(root), model=model), 404, "unknown checkpoint id")
+    assert_plain_error(post_analyze(client, image_bytes(root), method="../../etc/passwd"), 400, "unknown method")
+    with pytest.raises(ValueError, match="checkpoint id"):
+        CheckpointRegistry({"../evil": secret})
+
+
+def test_review_list_and_accept(client, root, review):
+    data = client.get("/api/review").get_json()
+    assert [p["proposal_id"] for p in data["proposals"]] == review
+    assert data["counts"] == {"pending": len(review), "accept": 0, "reject": 0}
+    assert all("region" not in p for p in data["proposals"])
+    first = data["proposals"][0]
+    response = client.post("/api/review", json={"proposal_id": first["proposal_id"], "version": first["version"],
+                                                "decision": "accept", "note": "clearly a cable"})
+    assert response.status_code == 200 and response.get_json()["decision"] == "accept"
+    stored = {p.proposal_id: p for p in read_review(root / "review" / "review.csv")}
+    assert stored[first["proposal_id"]].decision == "accept" and stored[first["proposal_id"]].note == "clearly a cable"
+    assert all(stored[i].decision == "pending" for i in review[1:])
+
+
+def test_review_edits_merge_per_row_and_survive_restart(client, root, review):
+    rows = {p["proposal_id"]: p for p in client.get("/api/review").get_json()["proposals"]}
+    enlarge = next(p for p in rows.values() if p["kind"] == "enlarge")
+    perplexed = next(p for p in rows.values() if p["kind"] == "perplexed")
+    # two tabs loaded the same list; each edits its own row: both land
+    assert client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
+                                            "decision": "accept", "k": 4}).status_code == 200
+    assert client.post("/api/review", json={"proposal_id": perplexed["proposal_id"],
+                                            "version": perplexed["version"], "decision": "reject"}).status_code == 200
+    # the second tab edits the first row from its stale copy: refused with the current row
+    stale = client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
+                                             "decision": "reject"})
+    assert_plain_error(stale, 409, "changed elsewhere")
+    assert stale.get_json()["current"]["decision"] == "accept" and stale.get_json()["current"]["k"] == 4
+    # a restarted server (a new app on the same file) sees every decision
+    fresh = make_app(root).test_client()
+    now = {p["proposal_id"]: p for p in fresh.get("/api/review").get_json()["proposals"]}
+    assert (now[enlarge["proposal_id"]]["decision"], now[enlarge["proposal_id"]]["k"]) == ("accept", 4)
+    assert now[perplexed["proposal_id"]]["decision"] == "reject"
+
+
+def test_concurrent_edits_of_different_rows_all_persist(root, review):
+    app = make_app(root)
+    rows = app.test_client().get("/api/review").get_json()["proposals"]
+    results = []
+
+    def accept(row):
+        results.append(app.test_client().post("/api/review", json={
+            "proposal_id": row["proposal_id"], "version": row["version"], "decision": "accept"}).status_code)
+
+    threads = [threading.Thread(target=accept, args=(row,)) for row in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * len(rows)
+    assert {p.decision for p in read_review(root / "review" / "review.csv")} == {"accept"}
+
+
+def test_review_bad_updates(client, root, review):
+    rows = client.get("/api/review").get_json()["proposals"]
+    perplexed = next(p for p in rows if p["kind"] == "perplexed")
+    enlarge = next(p for p in rows if p["kind"] == "enlarge")
+    base = {"proposal_id": enlarge["proposal_id"], "version": enlarge["version"]}
+    assert_plain_error(client.post("/api/review", json={**base, "decision": "maybe"}), 400, "decision")
+    assert_plain_error(client.post("/api/review", json={**base, "k": -1}), 400, "'k'")
+    assert_plain_error(client.post("/api/review", json={**base, "k": "3; rm -rf /"}), 400, "'k'")
+    assert_plain_error(client.post("/api/review", json={**base, "note": "x" * 501}), 400, "note")
+    assert_plain_error(client.post("/api/review", json={"proposal_id": perplexed["proposal_id"],
+                                                        "version": perplexed["version"], "k": 3}), 400, "only enlargements")
+    assert_plain_error(client.post("/api/review", json={**base, "proposal_id": "../../etc/passwd"}), 404, "no proposal")
+    assert_plain_error(client.post("/api/review", data="decision=accept"), 400, "JSON object")
+    assert_plain_error(client.post("/api/review", json={"decision": "accept"}), 400, "proposal_id")
+    assert {p.decision for p in read_review(root / "review" / "review.csv")} == {"pending"}
+
+
+def test_review_panels_and_traversal(client, root, review):
+    response = client.get("/api/review/panel", query_string={"id": review[0]})
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    drawn = np.asarray(Image.open(io.BytesIO(response.data)))
+    assert drawn.shape == (SIZE, 3 * SIZE + 8, 3)  # image | ground truth | proposal
+    panel = root / "review" / "panels" / (review[0].replace("/", "__") + ".png")
+    panel.parent.mkdir(exist_ok=True)
+    Image.new("RGB", (10, 7), (0, 255, 0)).save(panel)  # the augment stage's own panel wins
+    try:
+        served = client.get("/api/review/panel", query_string={"id": review[0]})
+        assert np.asarray(Image.open(io.BytesIO(served.data))).shape == (7, 10, 3)
+    finally:
+        panel.unlink()
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": "../../../etc/passwd"}), 404)
+    evil = Proposal("x/perplexed/0", "../../ckpt/best", "perplexed", "perplexed", 0.5, "PPYo1", [0, 0, 1, 1], 1)
+    write_review(root / "review" / "review.csv", [evil])
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": evil.proposal_id}), 400, "plain file name")
+
+
+def test_review_without_file(root):
+    client = make_app(root, review_file=root / "missing" / "review.csv").test_client()
+    assert_plain_error(client.get("/api/review"), 404, "stage=augment")
+    none = make_app(root, review_file=None).test_client()
+    assert_plain_error(none.get("/api/review"), 404, "no review file configured")
