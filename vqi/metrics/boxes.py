@@ -20,8 +20,8 @@ def box_masks(annotations: Iterable[dict], height: int, width: int,
         if c not in out:
             continue
         x, y, w, h = (float(v) for v in ann["bbox"])
-        if w <= 0 or h <= 0:
-            continue
+        if w <= 0 or h <= 0 or x + w <= 0 or y + h <= 0 or x >= width or y >= height:
+            continue  # empty, or wholly outside the image
         x0, y0 = min(int(np.floor(x + 0.5)), width - 1), min(int(np.floor(y + 0.5)), height - 1)
         x1, y1 = max(int(np.floor(x + w + 0.5)), x0 + 1), max(int(np.floor(y + h + 0.5)), y0 + 1)
         out[c][max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)] = True

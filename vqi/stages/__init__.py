@@ -13,6 +13,9 @@ STAGES: dict[str, str] = {
     "prepare": "vqi.stages.prepare",
     "train": "vqi.stages.train",
     "test": "vqi.stages.test",
+    "explain": "vqi.stages.explain",
+    "evaluate": "vqi.stages.evaluate",
+    "report": "vqi.stages.report",
     "serve": "vqi.stages.serve",
     "export": "vqi.stages.export",
 }
@@ -21,7 +24,7 @@ STAGES: dict[str, str] = {
 PIPELINE: tuple[str, ...] = tuple(s for s in STAGES if s not in ("serve", "export"))
 """The steps `stage=all` runs, in order (a stage may appear twice)."""
 
-PER_METHOD: frozenset[str] = frozenset()
+PER_METHOD: frozenset[str] = frozenset({"explain", "evaluate"})
 """Stages that `stage=all` runs once per entry of the config's `xai_methods` (as `xai=<method>`)."""
 
 

@@ -1,0 +1,121 @@
+"""stage=evaluate: EBPG, IoU, Bbox, Drop, Increase and Time of one method's maps (Table I row).
+
+Config keys read: `device`, `data.processed_dir`, `xai.{name, checkpoint, split, target,
+maps_dir, transform, progress}`, `metrics.{batch_size, evaluators}`. Reads the maps and
+`explain.json` that stage=explain wrote for the same checkpoint (checked by hash), the split's
+COCO boxes and masks; logs the metrics (overall and `<metric>/<class>`), unit counts, skipped
+units by reason, and tags the run with method, checkpoint (+ hash) and the device of the times.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from vqi.classes import FOREGROUND_IDS
+from vqi.data.dataset import SegmentationDataset, read_split
+from vqi.metrics.boxes import box_masks
+from vqi.metrics.evaluator import Evaluators, ImageResult
+from vqi.metrics.faithfulness import masked_confidences
+from vqi.models.checkpoint import load_model
+from vqi.utils.atomic import write_json
+from vqi.utils.device import resolve_device
+from vqi.xai.maps import META, file_hash, load_maps, read_meta
+from vqi.xai.targets import model_logits, select_units
+
+log = logging.getLogger(__name__)
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"evaluate-{cfg.xai.name}"
+
+
+def inputs(cfg: DictConfig) -> list[Path]:
+    """A new explain run rewrites explain.json, which makes a finished evaluation stale."""
+    return [Path(cfg.xai.checkpoint), Path(cfg.data.processed_dir) / "annotations" / f"{cfg.xai.split}.json",
+            Path(cfg.xai.maps_dir) / cfg.xai.name / META]
+
+
+def _evaluators(cfg: DictConfig, class_names: list[str]) -> Evaluators:
+    built = []
+    for spec in cfg.metrics.evaluators.values():
+        e = instantiate(spec)
+        built.append(e(class_names) if isinstance(e, functools.partial) else e)
+    return Evaluators(built)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    xc = cfg.xai
+    device = resolve_device(cfg.device)
+    method_dir = Path(xc.maps_dir) / xc.name
+    meta = read_meta(method_dir)
+    checkpoint_hash = file_hash(xc.checkpoint)
+    if meta["checkpoint_hash"] != checkpoint_hash or meta["target"] != xc.target:
+        raise ValueError(f"{method_dir / META}: maps were made from checkpoint {meta.get('checkpoint')} "
+                         f"(hash {meta['checkpoint_hash']}, target {meta['target']}), not {xc.checkpoint} "
+                         f"(hash {checkpoint_hash}, target {xc.target}); run stage=explain force=true")
+    model, ckpt = load_model(xc.checkpoint, device)
+    names = list(ckpt["class_names"])
+    dataset = SegmentationDataset(cfg.data.processed_dir, xc.split, instantiate(xc.transform))
+    doc = read_split(cfg.data.processed_dir, xc.split)
+    anns: dict[int, list[dict]] = {}
+    for ann in doc.get("annotations", []):
+        anns.setdefault(ann["image_id"], []).append(ann)
+    image_ids = {Path(img["file_name"]).stem: img["id"] for img in doc["images"]}
+    evaluators = _evaluators(cfg, names)
+    evaluators.reset()
+    index = {stem: i for i, stem in enumerate(dataset.stems)}
+    for stem, info in tqdm(meta["images"].items(), desc=f"evaluate {xc.name}", disable=not xc.progress):
+        if stem not in index:
+            raise ValueError(f"{method_dir / META}: image {stem!r} is not in split {xc.split!r}")
+        image, gt, _ = dataset[index[stem]]
+        image, gt = image.to(device), gt.to(device)
+        with torch.no_grad():
+            pred = model_logits(model, image[None]).argmax(1)[0]
+        units, _ = select_units(gt, pred, xc.target, FOREGROUND_IDS)
+        maps = load_maps(method_dir / f"{stem}.npz")
+        explained = [names[c] for c, _ in units]
+        if explained != info["classes"] or sorted(maps) != sorted(explained):
+            raise ValueError(f"{method_dir / f'{stem}.npz'}: maps for {sorted(maps)}, but the checkpoint's "
+                             f"units of this image are {explained}; run stage=explain force=true")
+        classes = [c for c, _ in units]
+        height, width = gt.shape
+        boxes = box_masks(anns.get(image_ids[stem], []), height, width, classes)
+        missing = [names[c] for c in classes if not boxes[c].any()]
+        if missing:
+            raise ValueError(f"{Path(cfg.data.processed_dir) / 'annotations' / f'{xc.split}.json'}: image "
+                             f"{stem!r} has {missing} pixels in its mask but no bbox of that category")
+        stack = (np.stack([maps[n] for n in explained]) if units
+                 else np.zeros((0, height, width), np.float32))
+        if stack.shape[1:] != (height, width):
+            raise ValueError(f"{method_dir / f'{stem}.npz'}: maps are {stack.shape[1:]}, images {height}x{width}")
+        y = o = np.zeros(0)
+        if units:
+            targets = torch.stack([m for _, m in units])
+            y_t, o_t = masked_confidences(model, image, torch.from_numpy(stack).to(device), classes, targets,
+                                          batch_size=int(cfg.metrics.batch_size))
+            y, o = y_t.cpu().numpy(), o_t.cpu().numpy()
+        evaluators.process(ImageResult(
+            stem=stem, class_ids=classes, maps=stack, gt=gt.cpu().numpy(),
+            boxes=np.stack([boxes[c] for c in classes]) if units else np.zeros((0, height, width), bool),
+            y=y, o=o, seconds=info.get("seconds"),
+            skipped={names.index(n): why for n, why in info.get("skipped", {}).items()}))
+    metrics = evaluators.evaluate()
+    write_json(method_dir / "metrics.json", {"method": xc.name, "checkpoint": str(xc.checkpoint),
+                                             "checkpoint_hash": checkpoint_hash, "device": meta.get("device"),
+                                             "tau": cfg.metrics.tau, "target": xc.target, "metrics": metrics})
+    mlflow.set_tags({"xai_method": xc.name, "xai_engine": meta.get("engine", ""), "xai_target": xc.target,
+                     "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
+                     "device": str(meta.get("device")), "metrics_tau": str(cfg.metrics.tau)})
+    mlflow.log_artifact(str(method_dir / "metrics.json"), artifact_path="evaluate")
+    log.info("evaluate %s: %s", xc.name, ", ".join(f"{k} {metrics[k]:.2f}" for k in
+                                                   ("ebpg", "bbox", "iou", "drop", "increase", "time", "units")
+                                                   if k in metrics))
+    return metrics

@@ -1,0 +1,80 @@
+"""stage=report: Table I from the tracked evaluate runs of one checkpoint, and the chosen method.
+
+Config keys read: `xai.checkpoint`, `xai_methods` (row order; other evaluated methods follow),
+`paths.tables_dir`. Takes the latest FINISHED `evaluate` run per method tagged with the
+checkpoint's hash (in this MLflow experiment), writes `table1.md/.csv/.tex` and
+`chosen_method.json` (read by the augment stage) to `paths.tables_dir`, logs them.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from vqi.reporting.table1 import MethodResult, build_table1, choose_method, label
+from vqi.reporting.tables import write_table
+from vqi.utils.atomic import write_json
+from vqi.xai.maps import file_hash
+
+log = logging.getLogger(__name__)
+
+CHOSEN = "chosen_method.json"
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"report-{cfg.experiment_name}"
+
+
+def evaluate_runs(experiment_id: str, checkpoint_hash: str) -> dict[str, MethodResult]:
+    """The latest finished evaluate run per method for a checkpoint hash."""
+    runs = MlflowClient().search_runs(
+        [experiment_id], order_by=["attributes.start_time DESC"], max_results=5000,
+        filter_string=f"tags.stage = 'evaluate' and tags.checkpoint_hash = '{checkpoint_hash}' "
+                      "and attributes.status = 'FINISHED'")
+    latest: dict[str, MethodResult] = {}
+    for run in runs:
+        method = run.data.tags.get("xai_method")
+        if method and method not in latest:
+            latest[method] = MethodResult(method, dict(run.data.metrics), run.data.tags.get("device", "?"),
+                                          run.info.run_id)
+    return latest
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    checkpoint = Path(cfg.xai.checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"xai.checkpoint {checkpoint} does not exist (run stage=train first)")
+    checkpoint_hash = file_hash(checkpoint)
+    found = evaluate_runs(mlflow.active_run().info.experiment_id, checkpoint_hash)
+    if not found:
+        raise ValueError(f"no finished evaluate run for checkpoint {checkpoint} (hash {checkpoint_hash}); "
+                         "run stage=explain,evaluate for each method first")
+    wanted = [m for m in cfg.xai_methods if m in found]
+    results = [found[m] for m in wanted] + [found[m] for m in sorted(found) if m not in wanted]
+    missing = [m for m in cfg.xai_methods if m not in found]
+    notes = [f"Checkpoint {checkpoint} (sha256 {checkpoint_hash}); units = (image, foreground class) "
+             "pairs with ground truth and target pixels (shared/spec/xai-metrics.md)."]
+    skipped = sorted({k for r in results for k in r.metrics if k.startswith("skipped/")})
+    if skipped:
+        notes.append("Skipped units: " + ", ".join(
+            f"{k.split('/', 1)[1]} {int(results[0].metrics.get(k, 0))}" for k in skipped) + f" ({label(results[0].method)}).")
+    if missing:
+        notes.append(f"Not evaluated for this checkpoint: {', '.join(missing)}.")
+    table = build_table1(results, caption="Table I: plausibility and faithfulness of CAM methods", notes=notes)
+    winner, wins = choose_method(table, results)
+    table.notes.append(f"Chosen method: {label(winner)} (wins {wins[winner]} column(s); ties: best mean rank, "
+                       "then table order).")
+    tables_dir = Path(cfg.paths.tables_dir)
+    paths = write_table(table, tables_dir, "table1")
+    write_json(tables_dir / CHOSEN, {"method": winner, "label": label(winner), "wins": wins,
+                                     "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash,
+                                     "runs": {r.method: r.run_id for r in results}})
+    for path in [*paths, tables_dir / CHOSEN]:
+        mlflow.log_artifact(str(path), artifact_path="tables")
+    mlflow.set_tags({"chosen_method": winner, "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
+    log.info("Table I (%d methods) -> %s; chosen method: %s\n%s", len(results), paths[0], winner,
+             table.markdown())
+    return {f"wins/{m}": float(n) for m, n in wins.items()}
