@@ -9,7 +9,7 @@ TABLES := outputs/tables
 VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$(FORCE)),true,false) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo table1 table2 paper test test-all
+.PHONY: help install demo table1 table2 paper serve test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ table2: install ## Table II: Table I's chain, then augment, retrain and report (
 
 paper: table2 ## Both tables of the paper (reruns reuse finished stages)
 	@cat $(TABLES)/table1.md
+
+serve: install ## The inspection web app and review page on http://127.0.0.1:8000 (ARGS=serve.port=8080)
+	$(VQI) stage=serve
 
 test: install ## Run the fast tests (pytest -m "not slow")
 	$(PY) -m pytest -m "not slow" -q
