@@ -1,0 +1,99 @@
+"""Table I: the table writer, the winner rule, and stage=report over real MLflow runs."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from vqi import tracking
+from vqi.reporting.table1 import MethodResult, build_table1, choose_method
+from vqi.reporting.tables import Column, Table, write_table
+from vqi.stages import report
+from vqi.xai.maps import file_hash
+
+SIX = ("ebpg", "bbox", "iou", "drop", "increase", "time")
+
+
+def _result(method, values, device="cpu (2 threads)"):
+    return MethodResult(method, dict(zip(SIX, values), units=10.0), device)
+
+
+def test_table_marks_best_per_direction_and_ties_in_every_format(tmp_path):
+    table = Table("Model", [Column("a", "A↑", "higher"), Column("b", "B↓", "lower"), Column("n", "N", None, 0)])
+    table.rows += [("x", {"a": 1.0, "b": 5.0, "n": 3}), ("y", {"a": 1.0, "b": 2.0, "n": 4}),
+                   ("z", {"a": 0.5, "b": float("nan"), "n": 5})]
+    assert table.best("a") == {"x", "y"} and table.best("b") == {"y"} and table.best("n") == set()
+    md = table.markdown()
+    assert "| x | **1.00** | 5.00 | 3 |" in md and "| z | 0.50 | – | 5 |" in md
+    paths = write_table(table, tmp_path, "t")
+    assert [p.name for p in paths] == ["t.md", "t.csv", "t.tex"]
+    csv_rows = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv_rows[0] == "Model,A↑,B↓,N,best_in" and csv_rows[2] == "y,1.00,2.00,4,a;b"
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"A$\uparrow$" in tex and r"\textbf{2.00}" in tex and "z & 0.50 & -- & 5" in tex
+
+
+def test_winner_most_columns_then_mean_rank_then_order():
+    results = [_result("gradcam", [50, 40, 40, 5, 50, 1.0]),      # wins time
+               _result("hirescam", [60, 40, 45, 6, 50, 2.0]),     # wins ebpg, iou, bbox(tie), inc(tie)
+               _result("scorecam", [55, 40, 44, 4, 50, 30.0])]    # wins drop, bbox(tie), inc(tie)
+    table = build_table1(results)
+    winner, wins = choose_method(table, results)
+    assert wins == {"gradcam": 3, "hirescam": 4, "scorecam": 3} and winner == "hirescam"
+    tied = [_result("b", [1, 3, 1, 1, 1, 1]), _result("a", [3, 2, 1, 1, 1, 1]), _result("c", [2, 1, 1, 1, 1, 1])]
+    # a and b win 5 columns each (one of ebpg/bbox + four ties); a ranks 1st and 2nd, b 3rd and 1st
+    assert choose_method(build_table1(tied), tied) == ("a", {"b": 5, "a": 5, "c": 4})
+    same = [_result("a", [1] * 6), _result("b", [1] * 6)]
+    assert choose_method(build_table1(same), same)[0] == "a"    # full tie: table order
+
+
+def test_times_from_different_devices_are_not_ranked():
+    results = [_result("gradcam", [50, 40, 40, 5, 50, 1.0], "cpu"),
+               _result("scorecam", [50, 40, 40, 5, 50, 9.0], "cuda: H100")]
+    table = build_table1(results)
+    assert table.best("time") == set() and any("different devices" in n for n in table.notes)
+    assert choose_method(table, results)[1] == {"gradcam": 5, "scorecam": 5}
+
+
+def _log_evaluate(experiment_id, method, ckpt_hash, metrics, device="cpu (2 threads)"):
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate-{method}"):
+        mlflow.set_tags({"stage": "evaluate", "xai_method": method, "checkpoint_hash": ckpt_hash,
+                         "device": device})
+        mlflow.log_metrics(metrics)
+    time.sleep(0.01)  # distinct start times: "latest" is well defined
+
+
+def test_report_stage_builds_table1_from_latest_runs_of_the_checkpoint(make_cfg, tmp_path):
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"a checkpoint's bytes")
+    cfg = make_cfg(f"xai.checkpoint={ckpt}", "xai_methods=[gradcam,scorecam,hirescam]", stage="report")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    h = file_hash(ckpt)
+    base = {"units": 7.0, "images": 3.0, "skipped/in_gt_not_predicted": 2.0}
+    _log_evaluate(experiment_id, "gradcam", h, {**base, **dict(zip(SIX, [10, 10, 10, 50, 0, 0.1]))})   # stale
+    _log_evaluate(experiment_id, "gradcam", h, {**base, **dict(zip(SIX, [70, 60, 50, 5, 60, 0.2]))})
+    _log_evaluate(experiment_id, "scorecam", h, {**base, **dict(zip(SIX, [60, 50, 40, 4, 50, 9.0]))})
+    _log_evaluate(experiment_id, "hirescam", "another", {**base, **dict(zip(SIX, [99] * 6))})        # other ckpt
+    with mlflow.start_run(experiment_id=experiment_id):
+        out = report.run(cfg)
+    tables = Path(cfg.paths.tables_dir)
+    md = (tables / "table1.md").read_text()
+    assert "| GradCAM | **70.00** | **60.00** | **50.00** | 5.00 | **60.00** | **0.200** | 7 |" in md
+    assert "| ScoreCAM | 60.00 | 50.00 | 40.00 | **4.00** |" in md
+    assert "HiResCAM" not in md.split("Not evaluated")[0] and "Not evaluated for this checkpoint: hirescam" in md
+    assert "in_gt_not_predicted 2" in md and "cpu (2 threads)" in md
+    chosen = json.loads((tables / "chosen_method.json").read_text())
+    assert chosen["method"] == "gradcam" and chosen["wins"] == {"gradcam": 5, "scorecam": 1}
+    assert chosen["checkpoint_hash"] == h and out["wins/gradcam"] == 5
+
+
+def test_report_without_runs_says_what_to_run(make_cfg, tmp_path):
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"x")
+    cfg = make_cfg(f"xai.checkpoint={ckpt}", stage="report")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    with mlflow.start_run(experiment_id=experiment_id), pytest.raises(ValueError, match="stage=explain,evaluate"):
+        report.run(cfg)
