@@ -183,6 +183,12 @@ def test_review_list_and_accept(client, root, review):
     stored = {p.proposal_id: p for p in read_review(root / "review" / "review.csv")}
     assert stored[first["proposal_id"]].decision == "accept" and stored[first["proposal_id"]].note == "clearly a cable"
     assert all(stored[i].decision == "pending" for i in review[1:])
+    # a note is stored as one line, never as a spreadsheet formula
+    version = response.get_json()["version"]
+    response = client.post("/api/review", json={"proposal_id": first["proposal_id"], "version": version,
+                                                "note": '=HYPERLINK("http://x")\nsecond line'})
+    assert response.status_code == 200
+    assert read_review(root / "review" / "review.csv")[0].note == '\'=HYPERLINK("http://x") second line'
 
 
 def test_review_edits_merge_per_row_and_survive_restart(client, root, review):

@@ -67,8 +67,8 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
                max_image_pixels: int = 40_000_000) -> Flask:
     """A ready app; every folder it may touch is an argument."""
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), MAX_FORM_MEMORY_SIZE=int(max_upload_bytes),
-                      JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), MAX_FORM_MEMORY_SIZE=int(max_upload_bytes))
+    app.json.sort_keys = False  # keep class order (class id) in the answers
     store = ReviewStore(review_file) if review_file else None
     inference = threading.Lock()  # CAM hooks live on the shared model: one analysis at a time
 

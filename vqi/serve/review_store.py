@@ -35,6 +35,12 @@ class Conflict(BadInput):
         self.row = row
 
 
+def plain_note(note: str) -> str:
+    """One line of text; a leading `= + - @` is quoted so that a spreadsheet never runs it as a formula."""
+    note = " ".join(note.split())
+    return "'" + note if note[:1] in ("=", "+", "-", "@") else note
+
+
 def version(p: Proposal) -> str:
     return hashlib.sha1(f"{p.decision}\x1f{p.k}\x1f{p.note}".encode()).hexdigest()[:12]
 
@@ -103,6 +109,6 @@ class ReviewStore:
             if k is not None:
                 p.k = k
             if note is not None:
-                p.note = " ".join(note.split())
+                p.note = plain_note(note)
             write_review(self.path, proposals)
             return as_row(p)
