@@ -16,6 +16,12 @@ from vqi.config import CONFIG_DIR, register_resolvers
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "ttpla-sample"
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Tests run from their tmp folder, so nothing (e.g. an MLflow `mlruns/`) lands in the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def tmp_paths(tmp_path: Path) -> list[str]:
     """Overrides that send every read and write of a run into `tmp_path`."""

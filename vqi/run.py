@@ -125,7 +125,8 @@ def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     jobs = _jobs(cfg)
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment) if _rank() == 0 else ""
+    experiment_id = (tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+                     if _rank() == 0 else "")
     for stage, job_cfg in jobs:
         run_stage(job_cfg, stage, experiment_id)
 

@@ -17,14 +17,21 @@ from vqi import PROJECT_ROOT
 MAX_PARAM_LEN = 500
 
 
-def configure(uri: str, experiment: str) -> str:
-    """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id."""
+def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
+    """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id.
+
+    A new experiment stores its artifacts at `artifact_location` (an absolute folder for a
+    local store; None lets a tracking server decide) rather than in the working directory.
+    """
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
-    return found.experiment_id if found else client.create_experiment(experiment)
+    if found:
+        return found.experiment_id
+    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+    return client.create_experiment(experiment, artifact_location=location)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:

@@ -16,12 +16,15 @@ STAGES: dict[str, str] = {
     "explain": "vqi.stages.explain",
     "evaluate": "vqi.stages.evaluate",
     "report": "vqi.stages.report",
+    "augment": "vqi.stages.augment",
+    "retrain": "vqi.stages.retrain",
     "serve": "vqi.stages.serve",
     "export": "vqi.stages.export",
 }
 """Every stage by name."""
 
-PIPELINE: tuple[str, ...] = tuple(s for s in STAGES if s not in ("serve", "export"))
+PIPELINE: tuple[str, ...] = ("prepare", "train", "test", "explain", "evaluate", "report",
+                              "augment", "retrain", "report")
 """The steps `stage=all` runs, in order (a stage may appear twice)."""
 
 PER_METHOD: frozenset[str] = frozenset({"explain", "evaluate"})

@@ -31,3 +31,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_bytes_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Write `data` atomically unless the file already holds exactly it (its mtime then stays,
+    so stages keyed on input files see no change). Returns whether it wrote."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return True

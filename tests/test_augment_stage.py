@@ -1,0 +1,157 @@
+"""stage=augment end to end on a tiny prepared set and a random-weight checkpoint: proposals,
+the review file round trip, and the original annotations left byte-identical."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+import torch
+from processed_factory import write_processed
+
+from vqi import tracking
+from vqi.augment import regions
+from vqi.classes import CLASS_NAMES
+from vqi.data.dataset import SegmentationDataset
+from vqi.data.transforms import eval_transform
+from vqi.models.checkpoint import save_checkpoint
+from vqi.models.factory import build_model
+from vqi.stages import augment
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+ARCH = "deeplabv3_resnet50"
+
+
+@pytest.fixture(scope="module")
+def cable_model(tmp_path_factory):
+    """A random-weight DeepLabv3-ResNet50 whose cable bias is set so that about a third of the
+    pixels are predicted cable, in image-dependent places (a random MobileNetV3 head predicts
+    one constant class, which would leave nothing to propose)."""
+    root = tmp_path_factory.mktemp("augment")
+    processed = write_processed(root / "processed", {"train": 4, "test": 1}, size=48, seed=3)
+    torch.manual_seed(0)
+    config = {"arch": ARCH, "num_classes": len(CLASS_NAMES), "weights": None,
+              "weights_backbone": None, "aux_loss": False}
+    model = build_model(**config).eval()
+    images = torch.stack([img for img, _, _ in SegmentationDataset(processed, "train", eval_transform(48))])
+    with torch.no_grad():
+        logits = model(images)["out"]
+    margin = logits[:, 1] - logits[:, [0, 2, 3, 4]].max(dim=1).values
+    with torch.no_grad():
+        model.classifier[-1].bias[1] -= margin.flatten().quantile(0.65)
+    ckpt = root / "best.pt"
+    save_checkpoint({"model": model.state_dict(), "epoch": 0, "class_names": list(CLASS_NAMES),
+                     "model_config": config}, ckpt)
+    return processed, ckpt
+
+
+@pytest.fixture
+def setup(tmp_path, make_cfg, cable_model):
+    source, ckpt = cable_model
+    processed = tmp_path / "processed"
+    shutil.copytree(source, processed)
+
+    def cfg(*extra):
+        return make_cfg(f"model={ARCH}", f"data.processed_dir={processed}", "data.image_size=48",
+                        f"augment.checkpoint={ckpt}", "augment.method=gradcam", "device=cpu",
+                        # random weights: propose generously so every kind of proposal appears
+                        "augment.enlarge.min_ring_attention=0", "augment.perplexed.min_area=1",
+                        "augment.perplexed.margin=1", *extra, stage="augment")
+    return processed, cfg
+
+
+def _run(cfg):
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    with mlflow.start_run(experiment_id=experiment_id):
+        return augment.run(cfg)
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _masks(processed, split):
+    return {p.stem: np.array(Image.open(p)) for p in (processed / "masks" / split).glob("*.png")}
+
+
+def test_accepted_proposals_change_exactly_their_regions(setup):
+    processed, make = setup
+    originals = _digest(processed / "annotations") | _digest(processed / "masks" / "train")
+    cfg = make("augment.policy=accept_all")
+    metrics = _run(cfg)
+    rows = _rows(cfg.augment.review_file)
+    assert metrics["proposals"] == len(rows) > 0 and metrics["accepted"] == len(rows)
+    assert {r["kind"] for r in rows} == {"enlarge", "perplexed"}
+    after = _digest(processed / "annotations") | _digest(processed / "masks" / "train")
+    assert {k: after[k] for k in originals} == originals        # the originals, byte for byte
+    old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
+    for stem in old:
+        expected = np.zeros_like(old[stem], bool)
+        for r in rows:
+            if r["image"] == stem:
+                expected |= regions.decode(r["region"], *old[stem].shape)
+        assert np.array_equal(old[stem] != new[stem], expected & (old[stem] == 0)), stem
+    doc = json.loads((processed / "annotations" / "train_augmented.json").read_text())
+    assert any(c["name"] == "perplexed" for c in doc["categories"])
+    assert Path(cfg.augment.review_file).with_suffix(".html").is_file()
+    assert any(Path(cfg.augment.review_dir, "panels").glob("*.png"))
+
+
+def test_rejected_proposals_change_nothing_and_the_expert_file_is_kept(setup):
+    processed, make = setup
+    cfg = make("augment.policy=threshold", "augment.accept_threshold=2.0")
+    metrics = _run(cfg)
+    assert metrics["proposals"] > 0 and metrics["accepted"] == 0
+    old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
+    assert all(np.array_equal(old[s], new[s]) for s in old)
+
+    # The expert accepts one proposal in the file; a rerun applies it and keeps the file.
+    rows = _rows(cfg.augment.review_file)
+    rows[0]["decision"] = "accept"
+    _write_rows(cfg.augment.review_file, rows)
+    edited = Path(cfg.augment.review_file).read_bytes()
+    assert _run(make("augment.policy=accept_all"))["accepted"] == 1
+    assert Path(cfg.augment.review_file).read_bytes() == edited
+    new = _masks(processed, "train_augmented")
+    region = regions.decode(rows[0]["region"], 48, 48) & (old[rows[0]["image"]] == 0)
+    assert np.array_equal(old[rows[0]["image"]] != new[rows[0]["image"]], region)
+
+
+def test_force_keeps_the_previous_review_file(setup):
+    processed, make = setup
+    cfg = make("augment.policy=review")
+    metrics = _run(cfg)
+    assert metrics["pending"] == metrics["proposals"]
+    _run(make("augment.policy=review", "augment.force=true"))
+    kept = list(Path(cfg.augment.review_dir).glob("review.*.csv"))
+    assert len(kept) == 1 and Path(cfg.augment.review_file).is_file()
+
+
+def test_a_bad_review_file_names_its_row_and_field(setup):
+    processed, make = setup
+    cfg = make("augment.policy=review")
+    _run(cfg)
+    rows = _rows(cfg.augment.review_file)
+    rows[0]["decision"] = "perhaps"
+    _write_rows(cfg.augment.review_file, rows)
+    with pytest.raises(ValueError, match=r"review.csv, row 2: field 'decision'"):
+        _run(cfg)

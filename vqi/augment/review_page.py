@@ -1,0 +1,74 @@
+"""The offline review page: one panel per proposal (ground truth | prediction | explanation |
+proposal) and a static HTML index that an expert reads beside the review CSV."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from vqi.augment.proposals import Proposal
+from vqi.utils.atomic import atomic_path, write_text
+from vqi.viz.overlay import overlay
+
+PROPOSAL_COLOUR = np.array([0, 255, 120], np.float32)
+
+
+def heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """An explanation map in [0, 1] drawn over the image with the jet colour map."""
+    colours = colormaps["jet"](np.clip(cam, 0, 1))[..., :3] * 255
+    return ((1 - alpha) * image + alpha * colours).round().astype(np.uint8)
+
+
+def highlight(image: np.ndarray, region: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    out = image.astype(np.float32) * 0.6
+    out[region] = (1 - alpha) * image[region] + alpha * PROPOSAL_COLOUR
+    return out.round().astype(np.uint8)
+
+
+def proposal_panel(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
+                   cam: np.ndarray | None, region: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Four tiles side by side: ground truth, prediction, explanation, the proposed region."""
+    explanation = heatmap(image, cam) if cam is not None else image
+    tiles = [overlay(image, truth), overlay(image, predicted), explanation, highlight(image, region)]
+    spacer = np.full((image.shape[0], gap, 3), 255, np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [spacer, tile]
+    return np.concatenate(row, axis=1)
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def write_review_page(path: str | Path, proposals: list[Proposal], panels: dict[str, str],
+                      review_file: str | Path, apply_command: str) -> None:
+    """A static HTML page: every proposal's panel with its id, kind, score and current decision."""
+    rows = []
+    for p in proposals:
+        panel = panels.get(p.proposal_id)
+        picture = f'<img src="{html.escape(panel)}" loading="lazy">' if panel else "(no panel)"
+        k = "" if p.k is None else p.k
+        rows.append(
+            f'<tr class="{p.decision}"><td>{picture}</td><td><code>{html.escape(p.proposal_id)}</code><br>'
+            f"{p.kind} · {html.escape(p.class_name)}<br>score {p.score:.3f} · area {p.area} px"
+            f"{f' · k={k}' if k != '' else ''}<br><b>{p.decision}</b></td></tr>")
+    counts = {d: sum(p.decision == d for p in proposals) for d in ("pending", "accept", "reject")}
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>vqi annotation review</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} td{{vertical-align:top;padding:6px;border-bottom:1px solid #ddd}}
+img{{max-width:900px;image-rendering:pixelated}} tr.accept td:last-child{{background:#e6ffed}}
+tr.reject td:last-child{{background:#ffeef0}} code{{font-size:90%}}</style></head><body>
+<h1>Annotation proposals ({len(proposals)})</h1>
+<p>{counts['pending']} pending, {counts['accept']} accepted, {counts['reject']} rejected.
+Tiles: ground truth | prediction | explanation | proposed region (green).</p>
+<p>To decide, edit <code>{html.escape(str(review_file))}</code>: set <code>decision</code> to
+<code>accept</code> or <code>reject</code> (and change <code>k</code> for an enlargement), then run
+<code>{html.escape(apply_command)}</code>.</p>
+<table>{''.join(rows)}</table></body></html>
+"""
+    write_text(path, page)

@@ -1,0 +1,201 @@
+"""Stage `augment`: propose annotation changes from the chosen method's explanations, let the
+expert (or a policy) decide, and write the augmented training split.
+
+Config keys: `augment.*` (method, checkpoint, split, output_split, thin_classes, enlarge.*,
+perplexed.*, policy, accept_threshold, review_dir, review_file, force, batch_size),
+`data.processed_dir`, `paths.tables_dir` (Table I's chosen method), `device`.
+
+The review file is the expert's: once written it is never overwritten; `augment.force=true`
+moves it aside (timestamped) before proposing anew. The original split is never written to.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from vqi.augment import review_page
+from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
+from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_enlargements,
+                                   propose_perplexed)
+from vqi.augment.regions import decode
+from vqi.augment.review import decide, read_review, write_review
+from vqi.data.coco import iter_image_annotations
+from vqi.data.dataset import SegmentationDataset, read_split
+from vqi.data.rasterize import instance_mask
+from vqi.data.transforms import eval_transform
+from vqi.engine.train_loop import predict
+from vqi.models.checkpoint import load_model
+from vqi.config import with_xai_method
+from vqi.stages.explain import build_cam
+from vqi.utils.atomic import atomic_path, write_bytes_if_changed, write_json
+from vqi.utils.device import resolve_device
+from vqi.xai.targets import Unit
+
+log = logging.getLogger(__name__)
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"augment-{cfg.experiment_name}"
+
+
+def chosen_method(cfg: DictConfig) -> str:
+    """`augment.method`, else the method Table I chose (written by `stage=report`)."""
+    if cfg.augment.method:
+        return str(cfg.augment.method)
+    path = Path(cfg.paths.tables_dir) / "chosen_method.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `stage=report` (Table I) first, "
+                                "or set augment.method=<name>")
+    return str(json.loads(path.read_text())["method"])
+
+
+def _panel_name(proposal_id: str) -> str:
+    return proposal_id.replace("/", "__") + ".png"
+
+
+def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
+    """Explain the thin classes on every image of the split and collect proposals (and panels)."""
+    a = cfg.augment
+    processed = Path(cfg.data.processed_dir)
+    device = resolve_device(cfg.device)
+    model, ckpt = load_model(a.checkpoint, device)
+    class_ids = {name: i for i, name in enumerate(ckpt["class_names"])}
+    missing = [c for c in a.thin_classes if c not in class_ids]
+    if missing:
+        raise ValueError(f"augment.thin_classes: {missing} not among the model's classes {list(class_ids)}")
+    method = build_cam(with_xai_method(cfg, method_name), model)
+    doc = read_split(processed, a.split)
+    entries = {Path(img["file_name"]).stem: (img, anns) for img, anns in iter_image_annotations(doc)}
+    dataset = SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size)))
+    loader = DataLoader(dataset, batch_size=int(a.batch_size), shuffle=False)
+    enlarge = EnlargeRule(**a.enlarge)
+    perplexed = PerplexedRule(**a.perplexed)
+    panels_dir = Path(a.review_dir) / "panels"
+    proposals: list[Proposal] = []
+    for images, masks, stems in tqdm(loader, desc=f"augment: explain ({method_name})"):
+        images = images.to(device)
+        preds = predict(model, images, device).cpu()
+        units = [Unit(i, class_ids[c], (preds[i] == class_ids[c]).to(device))
+                 for i in range(len(stems)) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
+        cams = method(images, units).cpu().numpy() if units else []
+        cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
+        for i, stem in enumerate(stems):
+            img, anns = entries[stem]
+            label = masks[i].numpy().astype(np.uint8)
+            pred = preds[i].numpy().astype(np.uint8)
+            picture = None
+            for name in a.thin_classes:
+                cid = class_ids[name]
+                cam = cam_of.get((i, cid))
+                found = propose_perplexed(stem, label, pred == cid, cam, name, perplexed)
+                if cam is not None:
+                    instances = [(ann["id"], instance_mask(ann, *label.shape))
+                                 for ann in anns if ann["category_id"] == cid]
+                    found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
+                for p in found:
+                    if picture is None:
+                        picture = np.array(Image.open(processed / "images" / img["file_name"]).convert("RGB"))
+                    panel = review_page.proposal_panel(picture, label, pred, cam, decode(p.region, *label.shape))
+                    review_page.save_png(panels_dir / _panel_name(p.proposal_id), panel)
+                proposals += found
+    return proposals
+
+
+def _png_bytes(label: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(label).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
+    """Write `<output_split>.json` and its masks from the split's originals and accepted proposals.
+
+    Files whose content is unchanged are not rewritten, so `stage=retrain` (keyed on the JSON)
+    reruns only when the expert's decisions changed something.
+    """
+    a = cfg.augment
+    processed = Path(cfg.data.processed_dir)
+    if a.output_split == a.split:
+        raise ValueError(f"augment.output_split must differ from augment.split ({a.split!r}): "
+                         "the original annotations are never overwritten")
+    doc = read_split(processed, a.split)
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    accepted, summary = split_decisions(proposals)
+    by_stem = defaultdict(list)
+    for p in accepted:
+        by_stem[p.image].append(p)
+    out_json = processed / "annotations" / f"{a.output_split}.json"
+    enlarged, new_regions = [], {}
+    for img, anns in tqdm(list(iter_image_annotations(doc)), desc="augment: apply"):
+        stem = Path(img["file_name"]).stem
+        label = np.array(Image.open(processed / "masks" / a.split / f"{stem}.png"))
+        if by_stem.get(stem):
+            label, grown, regions, changed = apply_to_image(label, {x["id"]: x for x in anns},
+                                                            by_stem[stem], names)
+            enlarged += grown
+            new_regions[img["id"]] = regions
+            summary.instances.update(changed.instances)
+            summary.pixels.update(changed.pixels)
+        target = processed / "masks" / a.output_split / f"{stem}.png"
+        png = _png_bytes(label)
+        if not (target.is_file() and target.read_bytes() == png):
+            out_json.unlink(missing_ok=True)  # masks and JSON disagree until the JSON is rewritten
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(png)
+    document = json.dumps(augmented_coco(doc, enlarged, new_regions), indent=2) + "\n"
+    write_bytes_if_changed(out_json, document.encode("utf-8"))
+    return summary
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    a = cfg.augment
+    review_file = Path(a.review_file)
+    method = chosen_method(cfg)
+    mlflow.set_tag("xai_method", method)
+    if review_file.exists() and not a.force:
+        log.info("reusing the review file %s (the expert's decisions); augment.force=true proposes anew",
+                 review_file)
+        proposals = read_review(review_file)
+    else:
+        if review_file.exists():
+            kept = review_file.with_name(f"{review_file.stem}.{time.strftime('%Y%m%d-%H%M%S')}.csv")
+            review_file.rename(kept)
+            log.info("augment.force: the previous review file was kept as %s", kept)
+        proposals = propose(cfg, method)
+        decide(proposals, a.policy, float(a.accept_threshold))
+        write_review(review_file, proposals)
+    panels = {p.proposal_id: f"panels/{_panel_name(p.proposal_id)}" for p in proposals
+              if (review_file.parent / "panels" / _panel_name(p.proposal_id)).is_file()}
+    page = review_file.with_suffix(".html")
+    review_page.write_review_page(page, proposals, panels, review_file,
+                                  "python -m vqi.run stage=augment")
+    summary = apply(cfg, proposals)
+    if summary.pending:
+        log.warning("%d proposal(s) await the expert's decision in %s (see %s); they are not applied",
+                    summary.pending, review_file, page)
+    report = {"method": method, "proposals": len(proposals), **summary.as_dict()}
+    summary_path = Path(cfg.data.processed_dir) / "annotations" / f"{a.output_split}_summary.json"
+    write_json(summary_path, report)
+    mlflow.log_artifact(str(review_file), "review")
+    mlflow.log_artifact(str(page), "review")
+    mlflow.log_artifact(str(summary_path))
+    log.info("augment: %d proposals, %d accepted, %d rejected, %d pending; pixels changed %s",
+             len(proposals), summary.accepted, summary.rejected, summary.pending,
+             dict(summary.pixels))
+    metrics = {"proposals": len(proposals), "accepted": summary.accepted,
+               "rejected": summary.rejected, "pending": summary.pending}
+    metrics.update({f"pixels_changed_{k}": v for k, v in summary.pixels.items()})
+    metrics.update({f"instances_changed_{k}": v for k, v in summary.instances.items()})
+    return metrics

@@ -1,0 +1,46 @@
+"""Stage `retrain`: the baseline's training (same config and seed) on the augmented split,
+then tested on the original, untouched test split.
+
+Config keys: `retrain.split` (the augmented split), `retrain.checkpoint_dir`, and everything
+`stage=train` and `stage=test` read. The run's tags and metrics are those of both stages.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from vqi.stages import test, train
+
+ENHANCED_TAG = "enhanced"
+
+
+def enhanced_config(cfg: DictConfig) -> DictConfig:
+    """The baseline's config, pointed at the augmented split and its own checkpoint folder."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.train.split = "${retrain.split}"
+        out.train.checkpoint_dir = "${retrain.checkpoint_dir}"
+        out.train.tag = ENHANCED_TAG
+    return out
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"retrain-{cfg.experiment_name}"
+
+
+def resume_run_id(cfg: DictConfig) -> str | None:
+    return train.resume_run_id(enhanced_config(cfg))
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    enhanced = enhanced_config(cfg)
+    trained = train.run(enhanced)
+    tested = test.run(enhanced)
+    return {**{f"train_{k}": v for k, v in trained.items()}, **tested}
+
+
+def inputs(cfg: DictConfig) -> list[Path]:
+    """The augmented annotations: they (with the originals) determine the augmented masks."""
+    return [Path(cfg.data.processed_dir) / "annotations" / f"{cfg.retrain.split}.json"]
