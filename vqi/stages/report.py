@@ -1,13 +1,17 @@
-"""stage=report: Table I from the tracked evaluate runs of one checkpoint, and the chosen method.
+"""stage=report: Table I from the tracked evaluate runs of one checkpoint, and the chosen method;
+Table II (original vs enhanced test IoU) once a retrain run exists.
 
 Config keys read: `xai.checkpoint`, `xai_methods` (row order; other evaluated methods follow),
 `paths.tables_dir`. Takes the latest FINISHED `evaluate` run per method tagged with the
 checkpoint's hash (in this MLflow experiment), writes `table1.md/.csv/.tex` and
 `chosen_method.json` (read by the augment stage) to `paths.tables_dir`, logs them.
+Table II takes the latest FINISHED `test` run of `test.checkpoint` and `retrain` run of the
+enhanced checkpoint (`retrain.checkpoint_dir`) on `test.split`, and writes `table2.md/.csv/.tex`.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -15,6 +19,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from vqi.reporting.table1 import MethodResult, build_table1, choose_method, label
+from vqi.reporting.table2 import COLUMNS, ModelResult, build_table2
+from vqi.stages.retrain import enhanced_config
 from vqi.reporting.tables import write_table
 from vqi.utils.atomic import write_json
 from vqi.xai.maps import file_hash
@@ -77,4 +83,34 @@ def run(cfg: DictConfig) -> dict[str, float]:
     mlflow.set_tags({"chosen_method": winner, "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
     log.info("Table I (%d methods) -> %s; chosen method: %s\n%s", len(results), paths[0], winner,
              table.markdown())
-    return {f"wins/{m}": float(n) for m, n in wins.items()}
+    return {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, mlflow.active_run().info.experiment_id)
+
+
+def latest_test_run(experiment_id: str, stage: str, checkpoint: str, split: str) -> ModelResult | None:
+    runs = MlflowClient().search_runs(
+        [experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+        filter_string=f"tags.stage = '{stage}' and tags.checkpoint = '{checkpoint}' "
+                      f"and tags.split = '{split}' and attributes.status = 'FINISHED'")
+    if not runs:
+        return None
+    return ModelResult("", dict(runs[0].data.metrics), runs[0].info.run_id, checkpoint)
+
+
+def table2(cfg: DictConfig, experiment_id: str) -> dict[str, float]:
+    """Write Table II when both models were tested on the split; metrics: the IoU differences."""
+    split = str(cfg.test.split)
+    original = latest_test_run(experiment_id, "test", str(cfg.test.checkpoint), split)
+    enhanced = latest_test_run(experiment_id, "retrain", str(enhanced_config(cfg).test.checkpoint), split)
+    if original is None or enhanced is None:
+        log.info("Table II not written yet: it needs a finished stage=test and stage=retrain on %s", split)
+        return {}
+    results = [replace(original, name="Original"), replace(enhanced, name="Enhanced")]
+    table = build_table2(results, notes=[
+        f"Split `{split}` (the original annotations, untouched by augmentation); Overall = mean IoU "
+        "of the four foreground classes; `perplexed` counts as background."])
+    paths = write_table(table, Path(cfg.paths.tables_dir), "table2")
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path="tables")
+    log.info("Table II -> %s\n%s", paths[0], table.markdown())
+    return {f"delta/{c.key}": 100 * (enhanced.metrics[c.key] - original.metrics[c.key])
+            for c in COLUMNS if c.key in enhanced.metrics and c.key in original.metrics}
