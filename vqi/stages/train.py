@@ -3,7 +3,8 @@
 Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via transforms),
 `model.{arch,weights,weights_backbone,aux_loss}`, `loss` (`_target_`), and `train.*`:
 `epochs, batch_size, lr, accumulate, aux_weight, amp, channels_last, num_workers, split,
-val_split, eval_untrained, progress, force, checkpoint_dir, optimizer, scheduler, transforms`.
+val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir, optimizer,
+scheduler, transforms`.
 
 Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically.
 A run finds `last.pt` and then: continues it (same config, unfinished; the MLflow run continues
@@ -35,7 +36,7 @@ from vqi.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
-RUNTIME_KEYS = ("num_workers", "force", "progress", "checkpoint_dir", "eval_untrained")
+RUNTIME_KEYS = ("num_workers", "force", "progress", "checkpoint_dir", "eval_untrained", "stop_after_epochs")
 """`train.*` keys that do not change what is trained, so a resume may differ in them."""
 
 
@@ -188,7 +189,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
             log.info("untrained model: val Overall IoU %.4f", untrained["val_iou_overall"])
 
     metrics: dict[str, float] = dict(ckpt.get("metrics") or {}) if ckpt else {}
-    for epoch in range(start, tc.epochs):
+    stop = tc.epochs if tc.stop_after_epochs is None else min(tc.epochs, start + int(tc.stop_after_epochs))
+    for epoch in range(start, stop):
         generator = torch.Generator().manual_seed(int(cfg.seed) * 1000 + epoch * 100 + dist_info.rank)
         if dist_info.enabled:
             sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True,
@@ -225,9 +227,13 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
                      metrics["train_loss"], score, " (best)" if improved else "")
         distributed.barrier()
 
+    if stop < tc.epochs:
+        log.info("train.stop_after_epochs=%s: stopping at epoch %d/%d; rerun to continue",
+                 tc.stop_after_epochs, stop, tc.epochs)
     if main:
         for name in ("best.pt", "last.pt"):
-            mlflow.log_artifact(str(ckpt_dir / name), artifact_path="checkpoints")
+            if (ckpt_dir / name).is_file():
+                mlflow.log_artifact(str(ckpt_dir / name), artifact_path="checkpoints")
         mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
     return metrics
 
