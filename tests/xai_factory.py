@@ -25,7 +25,7 @@ def write_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def xai_setup(tmp_path: Path, test_images: int = 3, size: int = 48) -> list[str]:
+def xai_setup(tmp_path: Path, test_images: int = 2, size: int = 40) -> list[str]:
     """Write the data and checkpoint; return the overrides that point a run at them."""
     processed = write_processed(tmp_path / "processed", {"train": 1, "test": test_images}, size=size)
     ckpt = write_checkpoint(tmp_path / "ckpt" / "best.pt")
