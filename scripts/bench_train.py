@@ -1,0 +1,120 @@
+"""Training and inference speed of our loop beside a plain torchvision forward/backward.
+
+    python scripts/bench_train.py --arch deeplabv3_mobilenet_v3_large --size 128 --batch 4
+    python scripts/bench_train.py --arch deeplabv3_resnet101 --size 500 --batch 8 --device cuda
+
+Ours: `vqi.engine.train_loop.train_one_epoch` (Dice loss, AMP + channels_last on CUDA) and
+`evaluate` (argmax + confusion matrix). Reference: the same torchvision model, a bare
+`model(x)["out"]` + cross entropy + backward + SGD step, and a bare no-grad forward, float32.
+Each measurement runs in a fresh process so peak memory is its own (CUDA: max allocated;
+CPU: peak resident set size). Prints images/s and peak memory, and ours / reference.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from vqi.engine.train_loop import evaluate, train_one_epoch
+from vqi.models import build_model
+from vqi.models.losses import DiceLoss
+
+
+class RandomBatches(Dataset):
+    """`n` random images and masks, made once (data loading is not what is timed)."""
+
+    def __init__(self, n: int, size: int, num_classes: int):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, size, size, generator=g)
+        self.y = torch.randint(0, num_classes, (n, size, size), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], str(i)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(kind: str, args: argparse.Namespace) -> tuple[float, float]:
+    """(images/s, peak MB) of one kind: ours_train, ref_train, ours_infer, ref_infer."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(args.arch, num_classes=5).to(device)
+    data = RandomBatches(args.batch * (args.steps + args.warmup), args.size, 5)
+    loader = DataLoader(data, batch_size=args.batch)
+    batches = list(loader)
+    warm, timed = batches[:args.warmup], batches[args.warmup:]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    ours = kind.startswith("ours")
+    if ours and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    def run(chunk):
+        if kind == "ours_train":
+            train_one_epoch(model, DiceLoss(), optimizer, chunk, device, amp=True, channels_last=True,
+                            progress=False)
+        elif kind == "ours_infer":
+            evaluate(model, chunk, device, 5, amp=True, channels_last=True, progress=False)
+        elif kind == "ref_train":
+            model.train()
+            for x, y, _ in chunk:
+                loss = F.cross_entropy(model(x.to(device))["out"], y.to(device), ignore_index=255)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        else:
+            model.eval()
+            with torch.no_grad():
+                for x, _, _ in chunk:
+                    model(x.to(device))["out"].argmax(1).cpu()
+
+    run(warm)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    run(timed)
+    _sync(device)
+    return len(timed) * args.batch / (time.perf_counter() - start), _peak_mb(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="deeplabv3_mobilenet_v3_large")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="timed batches")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    ctx = mp.get_context("spawn")
+    print(f"{args.arch} {args.size}x{args.size} batch {args.batch} on {args.device}, "
+          f"{args.steps} timed batches after {args.warmup} warm-up")
+    print(f"{'':>6} {'ours img/s':>11} {'ref img/s':>10} {'ratio':>6} {'ours MB':>9} {'ref MB':>9} {'ratio':>6}")
+    for phase in ("train", "infer"):
+        results = {}
+        for who in ("ref", "ours"):
+            with ctx.Pool(1) as pool:
+                results[who] = pool.apply(measure, (f"{who}_{phase}", args))
+        (o_s, o_m), (r_s, r_m) = results["ours"], results["ref"]
+        print(f"{phase:>6} {o_s:11.2f} {r_s:10.2f} {o_s / r_s:6.2f} {o_m:9.0f} {r_m:9.0f} {o_m / r_m:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
