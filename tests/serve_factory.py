@@ -19,13 +19,14 @@ from vqi.models.factory import build_model
 ARCH = "deeplabv3_mobilenet_v3_large"
 
 
-def write_checkpoint(path: Path, size: int = 64, seed: int = 0) -> Path:
-    """A random-weight DeepLabv3-MobileNetV3 saved as stage=train saves its checkpoints."""
+def write_checkpoint(path: Path, size: int = 64, seed: int = 0, images: torch.Tensor | None = None) -> Path:
+    """A random-weight DeepLabv3-MobileNetV3 saved as stage=train saves its checkpoints; BatchNorm
+    statistics from `images` (the images it will see), else from 16 random ones."""
     torch.manual_seed(seed)
     config = {"arch": ARCH, "num_classes": len(CLASS_NAMES), "weights": None, "weights_backbone": None,
               "aux_loss": False}
     model = build_model(**config)
-    _calibrate_batch_norm(model, size)
+    _calibrate_batch_norm(model, torch.randn(16, 3, size, size) if images is None else images)
     save_checkpoint({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 0,
                      "best_score": 0.0, "class_names": list(CLASS_NAMES), "model_config": config,
                      "config": {"data": {"image_size": size}, "model": {"arch": ARCH, "target_layer": "backbone.16"}},
@@ -33,17 +34,17 @@ def write_checkpoint(path: Path, size: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def _calibrate_batch_norm(model: torch.nn.Module, size: int) -> None:
-    """Set BatchNorm running statistics from random images, as training would: with the initial
-    statistics (mean 0, var 1) the activations vanish and the logits ignore the input."""
+def _calibrate_batch_norm(model: torch.nn.Module, images: torch.Tensor) -> None:
+    """Set BatchNorm running statistics from `images` (N x 3 x H x W, normalised), as training
+    would: with the initial statistics the activations vanish and the logits ignore the input."""
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None  # cumulative average over the calibration batches
     model.train()
     with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(2, 3, size, size))
+        for start in range(0, len(images), 4):
+            model(images[start:start + 4])
     model.eval()
 
 
