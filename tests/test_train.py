@@ -22,7 +22,7 @@ from processed_factory import write_processed
 from vqi import tracking
 from vqi.data.dataset import SegmentationDataset, class_names
 from vqi.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-from vqi.engine.train_loop import train_one_epoch
+from vqi.engine.train_loop import set_bn_momentum, train_one_epoch
 from vqi.models import build_model, load_checkpoint, load_model
 from vqi.models.losses import DiceLoss
 from vqi.stages import test as test_stage
@@ -102,6 +102,13 @@ def test_accumulation_steps_the_optimizer_every_n_batches(processed):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     stats = train_one_epoch(model, DiceLoss(), optimizer, loader, torch.device("cpu"), accumulate=3, progress=False)
     assert stats["steps"] == 2  # 4 batches: a step after batch 3, and one for the remainder
+
+
+def test_bn_momentum_override_reaches_every_batchnorm():
+    model = build_model("deeplabv3_mobilenet_v3_large", num_classes=5)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {m.momentum for m in bns} == {0.01, 0.1}  # torchvision's MobileNetV3 backbone: 0.01
+    assert set_bn_momentum(model, 0.2) == len(bns) and {m.momentum for m in bns} == {0.2}
 
 
 def independent_test_iou(model, processed: Path, split: str) -> list[float]:

@@ -2,7 +2,7 @@
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via transforms),
 `model.{arch,weights,weights_backbone,aux_loss}`, `loss` (`_target_`), and `train.*`:
-`epochs, batch_size, lr, accumulate, aux_weight, amp, channels_last, num_workers, split,
+`epochs, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, num_workers, split,
 val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir, optimizer,
 scheduler, transforms`.
 
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.engine import distributed
-from vqi.engine.train_loop import evaluate, make_scaler, train_one_epoch
+from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
 from vqi.models.checkpoint import load_checkpoint, save_checkpoint
 from vqi.models.factory import build_model
 from vqi.utils.device import resolve_device
@@ -141,6 +141,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
     model = build_model(**model_config)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    if tc.bn_momentum is not None:
+        set_bn_momentum(model, float(tc.bn_momentum))
     model.to(device)
     if tc.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -178,7 +180,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
     def validate() -> dict[str, float]:
         if val_loader is None:
             return {}
-        cm = evaluate(net, val_loader, device, len(CLASS_NAMES), amp=tc.amp,
+        cm = evaluate(model, val_loader, device, len(CLASS_NAMES), amp=tc.amp,
                       channels_last=tc.channels_last, progress=progress)
         return {f"val_{k}": v for k, v in cm.metrics().items()}
 
