@@ -61,7 +61,7 @@ def write_review_page(path: str | Path, proposals: list[Proposal], panels: dict[
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vqi annotation review</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} td{{vertical-align:top;padding:6px;border-bottom:1px solid #ddd}}
-img{{max-width:900px;image-rendering:pixelated}} tr.accept td:last-child{{background:#e6ffed}}
+img{{width:min(960px,100%);image-rendering:pixelated}} tr.accept td:last-child{{background:#e6ffed}}
 tr.reject td:last-child{{background:#ffeef0}} code{{font-size:90%}}</style></head><body>
 <h1>Annotation proposals ({len(proposals)})</h1>
 <p>{counts['pending']} pending, {counts['accept']} accepted, {counts['reject']} rejected.
