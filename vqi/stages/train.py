@@ -129,7 +129,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
                  ckpt_dir, ckpt["epoch"], tc.epochs)
         if main:
             mlflow.set_tag("reused_checkpoint", str(ckpt_dir / "last.pt"))
-        return dict(ckpt.get("metrics") or {})
+        return _final(ckpt.get("metrics") or {})
     if state == "fresh" and (ckpt_dir / "last.pt").is_file():
         log.warning("train.force=true: starting over, replacing the checkpoints in %s", ckpt_dir)
 
@@ -237,7 +237,13 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
             if (ckpt_dir / name).is_file():
                 mlflow.log_artifact(str(ckpt_dir / name), artifact_path="checkpoints")
         mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
-    return metrics
+    return _final(metrics)
+
+
+def _final(metrics: dict[str, float]) -> dict[str, float]:
+    """The last epoch's metrics as `final_*`, apart from the per-epoch series (vqi.run logs
+    a stage's returned metrics once more, at step 0)."""
+    return {f"final_{k}": v for k, v in metrics.items()}
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
