@@ -56,3 +56,14 @@ def run_cli(tmp_paths, tmp_path):
         return proc
 
     return _run
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_run_left_active():
+    """A test (or the code it runs) must end every MLflow run it starts."""
+    import mlflow
+    yield
+    leaked = mlflow.active_run()
+    while mlflow.active_run():
+        mlflow.end_run()
+    assert leaked is None, f"MLflow run {leaked.info.run_id} was left active"

@@ -22,14 +22,16 @@ def _log(experiment_id, stage, checkpoint, metrics, split="test"):
 def test_table2_from_the_latest_original_and_enhanced_runs(make_cfg):
     cfg = make_cfg(stage="report")
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
-    assert table2(cfg, experiment_id) == {}          # nothing tested yet: no table
+    with mlflow.start_run(experiment_id=experiment_id):
+        assert table2(cfg, experiment_id) == {}          # nothing tested yet: no table
     original, enhanced = str(cfg.test.checkpoint), str(enhanced_config(cfg).test.checkpoint)
     assert original != enhanced
     _log(experiment_id, "test", original, {**IOU, "iou_cable": 0.1})         # an older run
     first = _log(experiment_id, "test", original, IOU)
     _log(experiment_id, "test", original, {**IOU, "iou_cable": 0.9}, split="val")  # other split
     second = _log(experiment_id, "retrain", enhanced, {**IOU, "iou_cable": 0.5811, "iou_overall": 0.84715})
-    deltas = table2(cfg, experiment_id)
+    with mlflow.start_run(experiment_id=experiment_id):  # the report stage's own run
+        deltas = table2(cfg, experiment_id)
     assert deltas["delta/iou_cable"] == pytest.approx(3.05)
     assert deltas["delta/iou_overall"] == pytest.approx(0.775)
     md = (cfg.paths.tables_dir + "/table2.md")
