@@ -6,6 +6,7 @@ batch size, height and width left dynamic. Every file is written atomically.
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -61,6 +62,12 @@ def quantize_onnx(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with atomic_path(path) as tmp:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QUInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # onnxruntime logs one INFO line per tensor on the root logger
+    try:
+        with atomic_path(path) as tmp:
+            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QUInt8)
+    finally:
+        root.setLevel(level)
     return Path(path)
