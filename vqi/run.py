@@ -50,7 +50,7 @@ def _reuse_key(cfg: DictConfig, module) -> str | None:
     if not hasattr(module, "inputs"):
         return None
     config = OmegaConf.to_container(cfg, resolve=True)
-    for volatile in ("stage", "force"):
+    for volatile in ("stage", "force", "until"):  # how a run was asked for, not what it makes
         config.pop(volatile, None)
     files = sorted(f for p in map(Path, module.inputs(cfg))
                    for f in ([p] if not p.is_dir() else p.rglob("*")) if f.is_file())
