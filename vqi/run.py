@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqi import config as vqi_config
 from vqi import tracking
+from vqi.data.prepared import current_fingerprint
 from vqi.stages import PER_METHOD, PIPELINE, UnknownStageError, load_stage
 
 log = logging.getLogger("vqi")
@@ -39,11 +40,6 @@ def _tags(cfg: DictConfig, stage: str) -> dict[str, str]:
     return tags
 
 
-def _fingerprint(cfg: DictConfig) -> str | None:
-    path = Path(cfg.data.processed_dir) / "fingerprint.txt"
-    return path.read_text().strip() if path.is_file() else None
-
-
 def _reuse_key(cfg: DictConfig, module) -> str | None:
     """For a stage that lists its input files (`inputs(cfg)`): a hash of its config and of those
     files' sizes and times. A finished run with the same key makes a rerun unnecessary."""
@@ -55,7 +51,7 @@ def _reuse_key(cfg: DictConfig, module) -> str | None:
     files = sorted(f for p in map(Path, module.inputs(cfg))
                    for f in ([p] if not p.is_dir() else p.rglob("*")) if f.is_file())
     signature = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    blob = json.dumps([config, _fingerprint(cfg), signature], sort_keys=True, default=str)
+    blob = json.dumps([config, current_fingerprint(Path(cfg.data.processed_dir)), signature], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -88,7 +84,7 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
         if numeric:
             mlflow.log_metrics(numeric)
-        fingerprint = _fingerprint(cfg)
+        fingerprint = current_fingerprint(Path(cfg.data.processed_dir))
         if fingerprint:
             mlflow.set_tag("dataset_fingerprint", fingerprint)
         log.info("stage %s finished (run id %s)", stage, active.info.run_id)

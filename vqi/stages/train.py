@@ -13,6 +13,7 @@ config) unless `train.force=true`. Under `torchrun`, rank 0 alone writes and log
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
+from vqi.data.prepared import current_fingerprint
 from vqi.engine import distributed
 from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
 from vqi.models.checkpoint import load_checkpoint, save_checkpoint
@@ -49,8 +51,11 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def _fingerprint(cfg: DictConfig) -> str | None:
-    path = Path(cfg.data.processed_dir) / "fingerprint.txt"
-    return path.read_text().strip() if path.is_file() else None
+    """The prepared folder's fingerprint plus a hash of the training split's annotations, so a
+    changed augmented split (an expert's new decisions) is a different training, not a reuse."""
+    split = Path(cfg.data.processed_dir) / "annotations" / f"{cfg.train.split}.json"
+    annotations = hashlib.sha256(split.read_bytes()).hexdigest()[:16] if split.is_file() else None
+    return f"{current_fingerprint(Path(cfg.data.processed_dir))}:{annotations}"
 
 
 def _identity(config: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
