@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqi.xai.sparse_conv import tap_sparse_backward
 from vqi.xai.targets import Unit, model_logits, target_scores
 
 EPS = 1e-7
@@ -116,15 +117,16 @@ class GradientCAM(BaseCAM):
     def activations_and_grads(self, images: torch.Tensor, units: Sequence[Unit]
                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, dS/dA) per unit, each U x K x h x w, from one forward pass and one batched VJP."""
-        with frozen(self.model), torch.enable_grad(), capture(self.layer, as_leaf=True) as outs:
-            logits = model_logits(self.model, images)
-        acts = _single(outs, self.layer)
-        scores, classes = target_scores(logits, units)
+        with frozen(self.model), tap_sparse_backward(self.model):
+            with torch.enable_grad(), capture(self.layer, as_leaf=True) as outs:
+                logits = model_logits(self.model, images)
+            acts = _single(outs, self.layer)
+            scores, classes = target_scores(logits, units)
+            # One vector-Jacobian product per class column: the column's sum over the batch
+            # gives every image its own gradient (images never mix in eval mode).
+            grads = torch.stack([torch.autograd.grad(scores[:, j].sum(), acts, retain_graph=j + 1 < len(classes))[0]
+                                 for j in range(len(classes))])
         col = {c: j for j, c in enumerate(classes)}
-        # One vector-Jacobian product per class column, batched (vmap) over the columns.
-        basis = torch.eye(len(classes), dtype=scores.dtype, device=scores.device)
-        basis = basis[:, None, :].expand(len(classes), *scores.shape).contiguous()
-        (grads,) = torch.autograd.grad(scores, acts, grad_outputs=basis, is_grads_batched=True)
         index = torch.tensor([u.index for u in units], device=acts.device)
         cols = torch.tensor([col[u.class_id] for u in units], device=acts.device)
         return acts.detach()[index], grads[cols, index]

@@ -1,0 +1,51 @@
+"""The tap-sparse input gradient of dilated convolutions equals autograd's, and patches nothing for good."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from vqi.xai.sparse_conv import conv2d_input_grad, tap_sparse_backward
+
+
+@pytest.mark.parametrize("size, kernel, padding, dilation", [
+    ((32, 32), 3, (36, 36), (36, 36)),   # every off-centre tap reads only padding
+    ((32, 32), 3, (24, 24), (24, 24)),   # off-centre taps read a strip of the image
+    ((7, 9), 3, (2, 2), (2, 2)),
+    ((10, 11), 3, (1, 4), (2, 3)),       # rectangular image, unequal padding and dilation
+    ((6, 6), 5, (0, 0), (1, 1)),         # no padding: output smaller than the input
+])
+def test_input_gradient_equals_autograd(size, kernel, padding, dilation):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    weight = torch.randn(4, 6, kernel, kernel)
+    y = F.conv2d(x, weight, None, 1, padding, dilation)
+    grad_out = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, x, grad_out)
+    torch.testing.assert_close(conv2d_input_grad(grad_out, weight, size, padding, dilation), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_aspp_gradient_and_output_unchanged_and_modules_restored():
+    torch.manual_seed(0)
+    aspp = ASPP(16, [12, 24, 36], out_channels=8).eval()
+    for p in aspp.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 16, 20, 20, requires_grad=True)
+    out = aspp(x)
+    (expected,) = torch.autograd.grad(out.square().sum(), x)
+    with tap_sparse_backward(aspp) as changed:
+        patched_out = aspp(x)
+        (grad,) = torch.autograd.grad(patched_out.square().sum(), x)
+    assert changed == 3                                    # the three dilated 3x3 branches
+    torch.testing.assert_close(patched_out, out)
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-5)
+    assert all("forward" not in vars(m) for m in aspp.modules())
+
+
+def test_modules_restored_after_an_error():
+    aspp = ASPP(4, [2], out_channels=4)
+    with pytest.raises(RuntimeError), tap_sparse_backward(aspp):
+        raise RuntimeError("boom")
+    assert all("forward" not in vars(m) for m in aspp.modules())
