@@ -5,8 +5,8 @@
 
 Part 1, gradient methods (GradCAM, GradCAM++, XGradCAM, HiResCAM) on a random-weight
 DeepLabv3-ResNet101 at --size: the library runs one forward + full backward per method and unit;
-the fast engine computes all four methods for all units from ONE forward pass and one batched
-VJP to `backbone.layer4`. Part 2, ScoreCAM on the small setting (--small-arch at --small-size,
+the fast engine computes all four methods for all units from ONE forward pass and one VJP per
+class to `backbone.layer4`. Part 2, ScoreCAM on the small setting (--small-arch at --small-size,
 last backbone block): the library runs the channel-masked passes once per unit, the fast engine
 once per image. Prints per-method and total times (median of --repeats), ratios, one plain
 inference forward for reference (--repeats; the library --library-repeats), peak memory (CPU: VmHWM after resetting it; CUDA: the

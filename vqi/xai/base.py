@@ -116,7 +116,7 @@ class GradientCAM(BaseCAM):
 
     def activations_and_grads(self, images: torch.Tensor, units: Sequence[Unit]
                               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, dS/dA) per unit, each U x K x h x w, from one forward pass and one batched VJP."""
+        """(A, dS/dA) per unit, each U x K x h x w, from one forward pass and one VJP per class."""
         with frozen(self.model), tap_sparse_backward(self.model):
             with torch.enable_grad(), capture(self.layer, as_leaf=True) as outs:
                 logits = model_logits(self.model, images)
@@ -146,7 +146,7 @@ class GradientCAM(BaseCAM):
 
 def gradient_maps(methods: Sequence[GradientCAM], images: torch.Tensor,
                   units: Sequence[Unit]) -> dict[str, torch.Tensor]:
-    """Several gradient-based methods from ONE forward pass and one VJP: `{name: U x H x W}`."""
+    """Several gradient-based methods from ONE forward pass and its VJPs: `{name: U x H x W}`."""
     if not methods:
         return {}
     if any(m.model is not methods[0].model or m.layer is not methods[0].layer for m in methods):
