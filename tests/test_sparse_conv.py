@@ -1,4 +1,4 @@
-"""The tap-sparse input gradient of dilated convolutions equals autograd's, and patches nothing for good."""
+"""Tap-sparse dilated convolutions equal the dense ones, forward and backward, and patch nothing for good."""
 from __future__ import annotations
 
 import pytest
@@ -6,28 +6,39 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from vqi.xai.sparse_conv import conv2d_input_grad, tap_sparse_backward
+from vqi.xai.sparse_conv import conv2d_input_grad, conv2d_tap_sparse, density, tap_sparse
 
-
-@pytest.mark.parametrize("size, kernel, padding, dilation", [
+GEOMETRIES = [
     ((32, 32), 3, (36, 36), (36, 36)),   # every off-centre tap reads only padding
     ((32, 32), 3, (24, 24), (24, 24)),   # off-centre taps read a strip of the image
     ((7, 9), 3, (2, 2), (2, 2)),
     ((10, 11), 3, (1, 4), (2, 3)),       # rectangular image, unequal padding and dilation
     ((6, 6), 5, (0, 0), (1, 1)),         # no padding: output smaller than the input
-])
-def test_input_gradient_equals_autograd(size, kernel, padding, dilation):
+]
+
+
+@pytest.mark.parametrize("size, kernel, padding, dilation", GEOMETRIES)
+def test_output_and_input_gradient_equal_the_dense_convolution(size, kernel, padding, dilation):
     torch.manual_seed(0)
     x = torch.randn(2, 6, *size, requires_grad=True)
-    weight = torch.randn(4, 6, kernel, kernel)
-    y = F.conv2d(x, weight, None, 1, padding, dilation)
+    weight, bias = torch.randn(4, 6, kernel, kernel), torch.randn(4)
+    y = F.conv2d(x, weight, bias, 1, padding, dilation)
     grad_out = torch.randn_like(y)
     (expected,) = torch.autograd.grad(y, x, grad_out)
+    torch.testing.assert_close(conv2d_tap_sparse(x.detach(), weight, bias, padding, dilation), y.detach(),
+                               rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(conv2d_input_grad(grad_out, weight, size, padding, dilation), expected,
                                rtol=1e-5, atol=1e-5)
 
 
-def test_aspp_gradient_and_output_unchanged_and_modules_restored():
+def test_density_counts_the_taps_that_read_the_image():
+    assert density((3, 3), (32, 32), (36, 36), (36, 36)) == pytest.approx(1 / 9)
+    assert density((3, 3), (32, 32), (24, 24), (24, 24)) == pytest.approx((32 + 2 * 8) ** 2 / (9 * 32 ** 2))
+    assert density((1, 1), (5, 5), (0, 0), (1, 1)) == 1.0
+
+
+@pytest.mark.parametrize("max_forward", [1.0, 0.0])   # sparse forward, or dense forward + sparse backward
+def test_aspp_gradient_and_output_unchanged_and_modules_restored(max_forward):
     torch.manual_seed(0)
     aspp = ASPP(16, [12, 24, 36], out_channels=8).eval()
     for p in aspp.parameters():
@@ -35,7 +46,7 @@ def test_aspp_gradient_and_output_unchanged_and_modules_restored():
     x = torch.randn(2, 16, 20, 20, requires_grad=True)
     out = aspp(x)
     (expected,) = torch.autograd.grad(out.square().sum(), x)
-    with tap_sparse_backward(aspp) as changed:
+    with tap_sparse(aspp, max_forward=max_forward, max_backward=1.0) as changed:
         patched_out = aspp(x)
         (grad,) = torch.autograd.grad(patched_out.square().sum(), x)
     assert changed == 3                                    # the three dilated 3x3 branches
@@ -46,6 +57,6 @@ def test_aspp_gradient_and_output_unchanged_and_modules_restored():
 
 def test_modules_restored_after_an_error():
     aspp = ASPP(4, [2], out_channels=4)
-    with pytest.raises(RuntimeError), tap_sparse_backward(aspp):
-        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="frozen"), tap_sparse(aspp):
+        aspp(torch.randn(1, 4, 3, 3))          # trainable parameters: refused, then restored
     assert all("forward" not in vars(m) for m in aspp.modules())

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqi.xai.sparse_conv import tap_sparse_backward
+from vqi.xai.sparse_conv import tap_sparse
 from vqi.xai.targets import Unit, model_logits, target_scores
 
 EPS = 1e-7
@@ -117,7 +117,7 @@ class GradientCAM(BaseCAM):
     def activations_and_grads(self, images: torch.Tensor, units: Sequence[Unit]
                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, dS/dA) per unit, each U x K x h x w, from one forward pass and one VJP per class."""
-        with frozen(self.model), tap_sparse_backward(self.model):
+        with frozen(self.model), tap_sparse(self.model):
             with torch.enable_grad(), capture(self.layer, as_leaf=True) as outs:
                 logits = model_logits(self.model, images)
             acts = _single(outs, self.layer)

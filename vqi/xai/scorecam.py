@@ -5,7 +5,8 @@ As pytorch-grad-cam: activations upsampled with `UpsamplingBilinear2d` (align_co
 per-channel min-max with eps 1e-8, softmax of the scores over channels. Unlike it, each masked
 forward pass scores every unit (class) of the image at once, at most `batch_size` masked inputs
 are built and run at a time (memory ~ one inference forward of `batch_size` images, whatever
-the channel count or image size), and no hook is attached during the masked passes.
+the channel count or image size), and no hook is attached during the masked passes, whose
+dilated convolutions skip the taps that read only padding (`vqi.xai.sparse_conv`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqi.xai.base import BaseCAM, _single, capture, scale_cams
+from vqi.xai.base import BaseCAM, _single, capture, frozen, scale_cams
+from vqi.xai.sparse_conv import tap_sparse
 from vqi.xai.targets import Unit, model_logits
 
 
@@ -48,7 +50,7 @@ class ScoreCAM(BaseCAM):
             model_logits(self.model, images)
         acts = _single(outs, self.layer)
         out = images.new_empty((len(units), *images.shape[2:]))
-        with torch.no_grad():
+        with torch.no_grad(), frozen(self.model), tap_sparse(self.model):
             for n in sorted({u.index for u in units}):
                 mine = [i for i, u in enumerate(units) if u.index == n]
                 masks = torch.stack([units[i].mask for i in mine]).to(images.dtype)

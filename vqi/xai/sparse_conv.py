@@ -1,13 +1,16 @@
-"""Input gradients of dilated convolutions that skip the taps reading only zero padding.
+"""Dilated convolutions that skip the kernel taps reading only zero padding, for explaining.
 
-DeepLab's ASPP convolves layer4's features with 3x3 kernels at dilations 12, 24 and 36. On a
-32x32 feature map (a 256x256 image) every off-centre tap of the dilation-36 branch reads only
-padding, and most of the other branches' taps read mostly padding; cuDNN/oneDNN still compute
-all nine. The CAM engine's cost beyond the forward pass is exactly these convolutions' input
-gradients, one per explained class, so `tap_sparse_backward` gives the model's dilated stride-1
-convolutions a backward that sums, per tap, one matrix product over the output positions whose
-input lies inside the image. The forward is the module's own; the gradient is exact (the same
-sums, in another order); parameters get no gradient, so use it with frozen parameters only.
+DeepLab's ASPP convolves the backbone's features with 3x3 kernels at dilations 12, 24 and 36. On
+a 32x32 feature map (a 256x256 image) every off-centre tap of the dilation-36 branch reads only
+padding, and on the demo's 10x10 map so does every off-centre tap of all three branches; oneDNN
+still computes all nine. Explaining repeats these convolutions: ScoreCAM runs hundreds of masked
+forward passes, and the gradient methods' cost beyond the forward pass is their input gradient,
+once per explained class. `tap_sparse(model)` makes the model's dilated stride-1 convolutions
+sum, per tap, one matrix product over the output positions whose input lies inside the image,
+forward and backward (input gradient only: parameters must be frozen). The sums are the same,
+in another order. Dense oneDNN is faster where the taps cover much of the dense work, so each
+direction goes sparse only below its own density (measured on a 2-core CPU: the forward breaks
+even near 0.55, oneDNN's input gradient near 0.8).
 """
 from __future__ import annotations
 
@@ -18,50 +21,88 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAX_FORWARD_DENSITY = 0.5
+MAX_BACKWARD_DENSITY = 0.8
+"""Skip taps only where the valid taps cover at most this share of the dense convolution's work."""
+
 
 def _valid_span(offset: int, out_size: int, in_size: int) -> tuple[int, int]:
     """Output positions i (0 <= i < out_size) whose input i + offset lies in [0, in_size)."""
     return max(0, -offset), min(out_size, in_size - offset)
 
 
+def _taps(kernel: tuple[int, int], input_size: tuple[int, int], output_size: tuple[int, int],
+          padding: tuple[int, int], dilation: tuple[int, int]) -> list[tuple[int, int, slice, slice, slice, slice]]:
+    """Per tap (a, b) that reads the image: (a, b, output rows, output cols, input rows, input cols)."""
+    taps = []
+    for a in range(kernel[0]):
+        oy = a * dilation[0] - padding[0]
+        i0, i1 = _valid_span(oy, output_size[0], input_size[0])
+        for b in range(kernel[1]):
+            ox = b * dilation[1] - padding[1]
+            j0, j1 = _valid_span(ox, output_size[1], input_size[1])
+            if i0 < i1 and j0 < j1:
+                taps.append((a, b, slice(i0, i1), slice(j0, j1), slice(i0 + oy, i1 + oy), slice(j0 + ox, j1 + ox)))
+    return taps
+
+
+def density(kernel: tuple[int, int], input_size: tuple[int, int], padding: tuple[int, int],
+            dilation: tuple[int, int]) -> float:
+    """Share of a dense stride-1 convolution's multiply-adds that read the image (not padding)."""
+    out = _output_size(kernel, input_size, padding, dilation)
+    taps = _taps(kernel, input_size, out, padding, dilation)
+    work = sum((t[2].stop - t[2].start) * (t[3].stop - t[3].start) for t in taps)
+    return work / max(1, kernel[0] * kernel[1] * out[0] * out[1])
+
+
+def _output_size(kernel, input_size, padding, dilation) -> tuple[int, int]:
+    return tuple(input_size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) for i in range(2))
+
+
+def conv2d_tap_sparse(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, 1, padding, dilation)` (ungrouped, zero padding) from the taps
+    that read the image: y[out window] += W[:, :, a, b] x[in window] per tap."""
+    kernel, size = tuple(weight.shape[2:]), tuple(x.shape[2:])
+    out_size = _output_size(kernel, size, padding, dilation)
+    xl = x.movedim(1, -1)                                        # N x H x W x C
+    taps = weight.permute(2, 3, 1, 0).contiguous()               # kh x kw x C x O
+    y = x.new_zeros((x.shape[0], *out_size, weight.shape[0]))
+    for a, b, out_rows, out_cols, in_rows, in_cols in _taps(kernel, size, out_size, padding, dilation):
+        window = xl[:, in_rows, in_cols]
+        y[:, out_rows, out_cols] += (window.reshape(-1, xl.shape[-1]) @ taps[a, b]).view(*window.shape[:-1], -1)
+    if bias is not None:
+        y += bias
+    return y.movedim(-1, 1)
+
+
 def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
                       padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
-    """d(loss)/d(input) of a stride-1, ungrouped, zero-padded conv2d, skipping all-padding taps.
-
-    `grad_out` is N x O x Ho x Wo, `weight` O x C x kh x kw; returns N x C x H x W (channels-last
-    memory). Each tap (a, b) reads input (i + a*dh - ph, j + b*dw - pw) for output (i, j): its
-    share of the gradient is W[:, :, a, b]^T applied to grad_out over the rows and columns where
-    that input exists, added into the matching window of the input's gradient.
-    """
-    height, width = input_size
+    """d(loss)/d(input) of that convolution from the same taps: x-grad[in window] += W^T g[out window]."""
     g = grad_out.movedim(1, -1)                                  # N x Ho x Wo x O
     taps = weight.permute(2, 3, 0, 1).contiguous()               # kh x kw x O x C
-    grad_in = grad_out.new_zeros((g.shape[0], height, width, weight.shape[1]))
-    for a in range(weight.shape[2]):
-        oy = a * dilation[0] - padding[0]
-        i0, i1 = _valid_span(oy, g.shape[1], height)
-        for b in range(weight.shape[3]):
-            ox = b * dilation[1] - padding[1]
-            j0, j1 = _valid_span(ox, g.shape[2], width)
-            if i0 >= i1 or j0 >= j1:
-                continue
-            window = g[:, i0:i1, j0:j1]
-            part = window.reshape(-1, g.shape[-1]) @ taps[a, b]
-            grad_in[:, i0 + oy:i1 + oy, j0 + ox:j1 + ox] += part.view(*window.shape[:-1], -1)
+    grad_in = grad_out.new_zeros((g.shape[0], *input_size, weight.shape[1]))
+    for a, b, out_rows, out_cols, in_rows, in_cols in _taps(tuple(weight.shape[2:]), input_size,
+                                                             tuple(g.shape[1:3]), padding, dilation):
+        window = g[:, out_rows, out_cols]
+        grad_in[:, in_rows, in_cols] += (window.reshape(-1, g.shape[-1]) @ taps[a, b]).view(*window.shape[:-1], -1)
     return grad_in.movedim(-1, 1)
 
 
 class _TapSparseConv2d(torch.autograd.Function):
-    """conv2d whose backward is `conv2d_input_grad` (input only: parameters are frozen)."""
+    """A frozen conv2d whose backward is `conv2d_input_grad`; its forward is `conv2d_tap_sparse`
+    or, with `sparse_forward=False`, the dense oneDNN one."""
 
     @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int],
+                dilation: tuple[int, int], sparse_forward: bool) -> torch.Tensor:
+        if sparse_forward:
+            return conv2d_tap_sparse(x, weight, bias, padding, dilation)
         return F.conv2d(x, weight, bias, 1, padding, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, weight, _, padding, dilation = inputs
+        x, weight, _, padding, dilation, _ = inputs
         ctx.save_for_backward(weight)
         ctx.input_size = tuple(x.shape[-2:])
         ctx.padding, ctx.dilation = padding, dilation
@@ -70,7 +111,7 @@ class _TapSparseConv2d(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         (weight,) = ctx.saved_tensors
         grad_x = conv2d_input_grad(grad_out, weight, ctx.input_size, ctx.padding, ctx.dilation)
-        return grad_x, None, None, None, None
+        return grad_x, None, None, None, None, None
 
 
 def _eligible(conv: nn.Conv2d) -> bool:
@@ -78,13 +119,25 @@ def _eligible(conv: nn.Conv2d) -> bool:
             and isinstance(conv.padding, tuple) and max(conv.dilation) > 1)
 
 
+def _forward(conv: nn.Conv2d, x: torch.Tensor, max_forward: float, max_backward: float) -> torch.Tensor:
+    if conv.weight.requires_grad:
+        raise RuntimeError("tap_sparse: parameters must be frozen (no weight gradient is computed)")
+    share = density(conv.kernel_size, tuple(x.shape[-2:]), conv.padding, conv.dilation)
+    sparse_backward = x.requires_grad and torch.is_grad_enabled() and share <= max_backward
+    if share <= max_forward or sparse_backward:
+        return _TapSparseConv2d.apply(x, conv.weight, conv.bias, conv.padding, conv.dilation, share <= max_forward)
+    return F.conv2d(x, conv.weight, conv.bias, 1, conv.padding, conv.dilation)
+
+
 @contextmanager
-def tap_sparse_backward(model: nn.Module) -> Iterator[int]:
-    """Inside the block, the model's dilated stride-1 Conv2d layers back-propagate to their input
-    with `conv2d_input_grad`; yields how many layers changed. Their forward is unchanged."""
+def tap_sparse(model: nn.Module, max_forward: float = MAX_FORWARD_DENSITY,
+               max_backward: float = MAX_BACKWARD_DENSITY) -> Iterator[int]:
+    """Inside the block, the model's dilated stride-1 Conv2d layers skip padding-only taps
+    (forward and input gradient, each below its density); yields how many layers changed.
+    Parameters must be frozen."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and _eligible(m)]
     for conv in convs:
-        conv.forward = (lambda x, c=conv: _TapSparseConv2d.apply(x, c.weight, c.bias, c.padding, c.dilation))
+        conv.forward = lambda x, c=conv: _forward(c, x, max_forward, max_backward)
     try:
         yield len(convs)
     finally:
