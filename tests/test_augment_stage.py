@@ -146,6 +146,19 @@ def test_force_keeps_the_previous_review_file(setup):
     assert len(kept) == 1 and Path(cfg.augment.review_file).is_file()
 
 
+def test_a_review_file_from_another_method_is_refused_until_force(setup):
+    processed, make = setup
+    cfg = make("augment.policy=accept_all")
+    _run(cfg)
+    with pytest.raises(ValueError, match=r"review.csv was proposed from another baseline \(method was gradcam, "
+                                         r"is now hirescam\).*augment.force=true"):
+        _run(make("augment.policy=accept_all", "augment.method=hirescam"))
+    _run(make("augment.policy=accept_all", "augment.method=hirescam", "augment.force=true"))
+    source = json.loads(Path(cfg.augment.review_file).with_suffix(".source.json").read_text())
+    assert source["method"] == "hirescam"
+    assert len(list(Path(cfg.augment.review_dir).glob("review.*.source.json"))) == 1  # gradcam's, kept
+
+
 def test_a_bad_review_file_names_its_row_and_field(setup):
     processed, make = setup
     cfg = make("augment.policy=review")

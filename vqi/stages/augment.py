@@ -33,6 +33,7 @@ from vqi.augment.regions import decode
 from vqi.augment.review import decide, read_review, write_review
 from vqi.data.coco import iter_image_annotations
 from vqi.data.dataset import SegmentationDataset, read_split
+from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
 from vqi.engine.train_loop import predict
@@ -41,6 +42,7 @@ from vqi.config import with_xai_method
 from vqi.stages.explain import build_cam
 from vqi.utils.atomic import atomic_path, write_bytes_if_changed, write_json
 from vqi.utils.device import resolve_device
+from vqi.xai.maps import file_hash
 from vqi.xai.targets import Unit
 
 log = logging.getLogger(__name__)
@@ -159,23 +161,52 @@ def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
     return summary
 
 
+def _source(cfg: DictConfig, method: str) -> dict[str, str]:
+    """What the proposals come from: a review file made from another model or split is stale."""
+    return {"checkpoint_sha256": file_hash(cfg.augment.checkpoint), "method": method,
+            "split": str(cfg.augment.split),
+            "dataset_fingerprint": current_fingerprint(Path(cfg.data.processed_dir))}
+
+
+def _check_source(review_file: Path, source: dict[str, str]) -> None:
+    """Refuse to apply a review file proposed from another checkpoint, method, split or dataset."""
+    path = review_file.with_suffix(".source.json")
+    if not path.is_file():
+        log.warning("%s has no %s: cannot tell which model its proposals came from", review_file, path.name)
+        return
+    recorded = json.loads(path.read_text())
+    changed = {k: (recorded.get(k), v) for k, v in source.items() if recorded.get(k) != v}
+    if changed:
+        what = "; ".join(f"{k} was {old}, is now {new}" for k, (old, new) in changed.items())
+        raise ValueError(f"review file {review_file} was proposed from another baseline ({what}). "
+                         "Set augment.force=true to propose anew (the old file is kept, timestamped), "
+                         "or point augment.review_file elsewhere")
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     a = cfg.augment
     review_file = Path(a.review_file)
     method = chosen_method(cfg)
     mlflow.set_tag("xai_method", method)
+    source = _source(cfg, method)
     if review_file.exists() and not a.force:
+        _check_source(review_file, source)
         log.info("reusing the review file %s (the expert's decisions); augment.force=true proposes anew",
                  review_file)
         proposals = read_review(review_file)
     else:
         if review_file.exists():
-            kept = review_file.with_name(f"{review_file.stem}.{time.strftime('%Y%m%d-%H%M%S')}.csv")
+            stamp = time.strftime('%Y%m%d-%H%M%S')
+            kept = review_file.with_name(f"{review_file.stem}.{stamp}.csv")
             review_file.rename(kept)
+            old_source = review_file.with_suffix(".source.json")
+            if old_source.is_file():
+                old_source.rename(review_file.with_name(f"{review_file.stem}.{stamp}.source.json"))
             log.info("augment.force: the previous review file was kept as %s", kept)
         proposals = propose(cfg, method)
         decide(proposals, a.policy, float(a.accept_threshold))
         write_review(review_file, proposals)
+        write_json(review_file.with_suffix(".source.json"), source)
     panels = {p.proposal_id: f"panels/{_panel_name(p.proposal_id)}" for p in proposals
               if (review_file.parent / "panels" / _panel_name(p.proposal_id)).is_file()}
     page = review_file.with_suffix(".html")
@@ -190,6 +221,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     write_json(summary_path, report)
     mlflow.log_artifact(str(review_file), "review")
     mlflow.log_artifact(str(page), "review")
+    if review_file.with_suffix(".source.json").is_file():
+        mlflow.log_artifact(str(review_file.with_suffix(".source.json")), "review")
     mlflow.log_artifact(str(summary_path))
     log.info("augment: %d proposals, %d accepted, %d rejected, %d pending; pixels changed %s",
              len(proposals), summary.accepted, summary.rejected, summary.pending,
