@@ -172,6 +172,8 @@ def test_rerun_reuses_a_finished_training_and_refuses_another_config(make_cfg, p
     stamp = last.stat().st_mtime_ns
     metrics, _ = tracked(train_stage, make_cfg(*base, stage="train"))
     assert last.stat().st_mtime_ns == stamp and "final_val_iou_overall" in metrics  # reused, not retrained
+    tracked(train_stage, make_cfg(*base, "model.target_layer=backbone.15", stage="train"))
+    assert last.stat().st_mtime_ns == stamp  # the CAM layer is no part of what is trained
 
     other = make_cfg(*base, "train.lr=0.5", stage="train")
     assert train_stage.resume_run_id(other) is None

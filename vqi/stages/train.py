@@ -61,7 +61,8 @@ def _fingerprint(cfg: DictConfig) -> str | None:
 def _identity(config: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
     """The part of a resolved config that decides what a training produces."""
     train = {k: v for k, v in config["train"].items() if k not in RUNTIME_KEYS}
-    return {"seed": config.get("seed"), "data": config.get("data"), "model": config.get("model"),
+    model = {k: v for k, v in (config.get("model") or {}).items() if k != "target_layer"}  # explaining only
+    return {"seed": config.get("seed"), "data": config.get("data"), "model": model,
             "loss": config.get("loss"), "train": train, "dataset_fingerprint": fingerprint}
 
 
