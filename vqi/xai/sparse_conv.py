@@ -66,11 +66,17 @@ def conv2d_tap_sparse(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     kernel, size = tuple(weight.shape[2:]), tuple(x.shape[2:])
     out_size = _output_size(kernel, size, padding, dilation)
     xl = x.movedim(1, -1)                                        # N x H x W x C
-    taps = weight.permute(2, 3, 1, 0).contiguous()               # kh x kw x C x O
+    used = _taps(kernel, size, out_size, padding, dilation)
+    if len(used) == 1 and (used[0][2].stop - used[0][2].start, used[0][3].stop - used[0][3].start) == out_size:
+        # One tap covers the whole output (a small map): a single matrix product, no accumulator.
+        a, b, _, _, in_rows, in_cols = used[0]
+        window = xl[:, in_rows, in_cols].reshape(-1, xl.shape[-1])
+        flat = window @ weight[:, :, a, b].T if bias is None else torch.addmm(bias, window, weight[:, :, a, b].T)
+        return flat.view(x.shape[0], *out_size, -1).movedim(-1, 1)
     y = x.new_zeros((x.shape[0], *out_size, weight.shape[0]))
-    for a, b, out_rows, out_cols, in_rows, in_cols in _taps(kernel, size, out_size, padding, dilation):
-        window = xl[:, in_rows, in_cols]
-        y[:, out_rows, out_cols] += (window.reshape(-1, xl.shape[-1]) @ taps[a, b]).view(*window.shape[:-1], -1)
+    for a, b, out_rows, out_cols, in_rows, in_cols in used:
+        window = xl[:, in_rows, in_cols]     # only the taps used are read: no copy of the whole kernel
+        y[:, out_rows, out_cols] += (window.reshape(-1, xl.shape[-1]) @ weight[:, :, a, b].T).view(*window.shape[:-1], -1)
     if bias is not None:
         y += bias
     return y.movedim(-1, 1)
@@ -80,12 +86,11 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_size: 
                       padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
     """d(loss)/d(input) of that convolution from the same taps: x-grad[in window] += W^T g[out window]."""
     g = grad_out.movedim(1, -1)                                  # N x Ho x Wo x O
-    taps = weight.permute(2, 3, 0, 1).contiguous()               # kh x kw x O x C
     grad_in = grad_out.new_zeros((g.shape[0], *input_size, weight.shape[1]))
     for a, b, out_rows, out_cols, in_rows, in_cols in _taps(tuple(weight.shape[2:]), input_size,
                                                              tuple(g.shape[1:3]), padding, dilation):
         window = g[:, out_rows, out_cols]
-        grad_in[:, in_rows, in_cols] += (window.reshape(-1, g.shape[-1]) @ taps[a, b]).view(*window.shape[:-1], -1)
+        grad_in[:, in_rows, in_cols] += (window.reshape(-1, g.shape[-1]) @ weight[:, :, a, b]).view(*window.shape[:-1], -1)
     return grad_in.movedim(-1, 1)
 
 
