@@ -18,7 +18,7 @@ from torch import nn
 from vqi.models.checkpoint import load_model
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-DEFAULT_TARGET_LAYERS = {"deeplabv3_mobilenet_v3_large": "backbone.16"}
+DEFAULT_TARGET_LAYERS = {"deeplabv3_mobilenet_v3_large": "backbone.15"}
 """Target layer when a checkpoint's config does not name one (ResNets: backbone.layer4)."""
 
 
