@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from vqi.xai.sparse_conv import conv2d_input_grad, conv2d_tap_sparse, density, tap_sparse
+from vqi.models.sparse_conv import conv2d_input_grad, conv2d_tap_sparse, density, tap_sparse
 
 GEOMETRIES = [
     ((32, 32), 3, (36, 36), (36, 36)),   # every off-centre tap reads only padding
@@ -55,8 +55,23 @@ def test_aspp_gradient_and_output_unchanged_and_modules_restored(max_forward):
     assert all("forward" not in vars(m) for m in aspp.modules())
 
 
+def test_training_gets_the_same_weight_and_input_gradients():
+    torch.manual_seed(0)
+    aspp = ASPP(16, [12, 24, 36], out_channels=8).train()
+    x = torch.randn(4, 16, 6, 6, requires_grad=True)     # the demo's 96-px crops: one tap each
+    params = [x, *aspp.parameters()]
+    torch.manual_seed(1)                                  # the same dropout mask in both passes
+    expected = torch.autograd.grad(aspp(x).square().sum(), params)
+    torch.manual_seed(1)
+    with tap_sparse(aspp) as changed:
+        grads = torch.autograd.grad(aspp(x).square().sum(), params)
+    assert changed == 3
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * want.abs().max().item())
+
+
 def test_modules_restored_after_an_error():
     aspp = ASPP(4, [2], out_channels=4)
-    with pytest.raises(RuntimeError, match="frozen"), tap_sparse(aspp):
-        aspp(torch.randn(1, 4, 3, 3))          # trainable parameters: refused, then restored
+    with pytest.raises(RuntimeError), tap_sparse(aspp):
+        aspp(torch.randn(1, 5, 3, 3))          # wrong channel count: the error passes, modules restored
     assert all("forward" not in vars(m) for m in aspp.modules())

@@ -2,7 +2,9 @@
 
 Batches are `(image, mask, stem)` as `vqi.data.dataset.SegmentationDataset` yields them.
 AMP (float16 autocast + GradScaler) and channels_last apply on CUDA only; on other devices
-the same code runs in float32.
+the same code runs in float32. `tap_sparse=True` runs the dilated convolutions through
+`vqi.models.sparse_conv` (exact; on small CPU feature maps ASPP then skips the taps that read only
+padding, in the forward pass and in every gradient).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from tqdm import tqdm
 
 from vqi.engine.confusion import ConfusionMatrix
 from vqi.engine.distributed import all_reduce_sum
+from vqi.models.sparse_conv import tap_sparse as sparse_taps
 
 
 def autocast(device: torch.device, amp: bool):
@@ -52,7 +55,7 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
                     optimizer: torch.optim.Optimizer, loader: Iterable, device: torch.device, *,
                     scaler: torch.amp.GradScaler | None = None, amp: bool = False,
                     channels_last: bool = False, accumulate: int = 1, aux_weight: float = 0.5,
-                    epoch: int = 0, progress: bool = True) -> dict[str, float]:
+                    epoch: int = 0, progress: bool = True, tap_sparse: bool = False) -> dict[str, float]:
     """Train over `loader` once, stepping the optimizer every `accumulate` batches.
 
     Returns the mean loss over batches (`loss`, the main head's criterion plus `aux_weight` times
@@ -63,28 +66,29 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
     scaler = scaler or make_scaler(device, amp)
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    total, batches, steps = 0.0, 0, 0
     n_batches = len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(loader, desc=f"train epoch {epoch + 1}", disable=not progress, leave=False)
-    for i, (images, masks, _) in enumerate(bar):
-        images, masks = _to_device(images, device, channels_last), masks.to(device, non_blocking=True)
-        with autocast(device, amp):
-            out = model(images)
-        loss = criterion(out["out"], masks)
-        if "aux" in out and aux_weight:
-            loss = loss + aux_weight * criterion(out["aux"], masks)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}; "
-                                     f"lower train.lr or check the data")
-        scaler.scale(loss / accumulate).backward()
-        if (i + 1) % accumulate == 0 or (n_batches is not None and i + 1 == n_batches):
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            steps += 1
-        total += loss.item()
-        batches += 1
-        bar.set_postfix(loss=f"{total / batches:.4f}")
+    total, batches, steps = 0.0, 0, 0
+    with sparse_taps(model) if tap_sparse else nullcontext():
+        for i, (images, masks, _) in enumerate(bar):
+            images, masks = _to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+            with autocast(device, amp):
+                out = model(images)
+            loss = criterion(out["out"], masks)
+            if "aux" in out and aux_weight:
+                loss = loss + aux_weight * criterion(out["aux"], masks)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}; "
+                                         f"lower train.lr or check the data")
+            scaler.scale(loss / accumulate).backward()
+            if (i + 1) % accumulate == 0 or (n_batches is not None and i + 1 == n_batches):
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+            total += loss.item()
+            batches += 1
+            bar.set_postfix(loss=f"{total / batches:.4f}")
     return {"loss": total / max(batches, 1), "steps": float(steps)}
 
 
@@ -101,17 +105,18 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, *, amp
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, *,
              amp: bool = False, channels_last: bool = False, progress: bool = True,
              on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[str]], None] | None = None,
-             ) -> ConfusionMatrix:
+             tap_sparse: bool = False) -> ConfusionMatrix:
     """One confusion matrix over every pixel of `loader`, summed over ranks when distributed.
 
     `on_batch(images, masks, preds, stems)` sees every batch (e.g. to draw overlays).
     """
     model.eval()
     cm = ConfusionMatrix(num_classes)
-    for images, masks, stems in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        preds = predict(model, images, device, amp=amp, channels_last=channels_last).cpu()
-        cm.update(masks, preds)
-        if on_batch is not None:
-            on_batch(images, masks, preds, list(stems))
+    with sparse_taps(model) if tap_sparse else nullcontext():
+        for images, masks, stems in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            preds = predict(model, images, device, amp=amp, channels_last=channels_last).cpu()
+            cm.update(masks, preds)
+            if on_batch is not None:
+                on_batch(images, masks, preds, list(stems))
     all_reduce_sum(cm.mat)
     return cm

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqi.xai.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse
 from vqi.xai.targets import Unit, model_logits, target_scores
 
 EPS = 1e-7

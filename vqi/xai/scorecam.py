@@ -6,7 +6,7 @@ per-channel min-max with eps 1e-8, softmax of the scores over channels. Unlike i
 forward pass scores every unit (class) of the image at once, at most `batch_size` masked inputs
 are built and run at a time (memory ~ one inference forward of `batch_size` images, whatever
 the channel count or image size), and no hook is attached during the masked passes, whose
-dilated convolutions skip the taps that read only padding (`vqi.xai.sparse_conv`).
+dilated convolutions skip the taps that read only padding (`vqi.models.sparse_conv`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqi.xai.base import BaseCAM, _single, capture, frozen, scale_cams
-from vqi.xai.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse
 from vqi.xai.targets import Unit, model_logits
 
 

@@ -1,16 +1,19 @@
-"""Dilated convolutions that skip the kernel taps reading only zero padding, for explaining.
+"""Dilated convolutions that skip the kernel taps reading only zero padding.
 
 DeepLab's ASPP convolves the backbone's features with 3x3 kernels at dilations 12, 24 and 36. On
 a 32x32 feature map (a 256x256 image) every off-centre tap of the dilation-36 branch reads only
-padding, and on the demo's 10x10 map so does every off-centre tap of all three branches; oneDNN
-still computes all nine. Explaining repeats these convolutions: ScoreCAM runs hundreds of masked
+padding, and on the demo's 6x6 to 10x10 maps so does every off-centre tap of all three branches;
+oneDNN still computes all nine. `tap_sparse(model)` makes the model's dilated stride-1
+convolutions sum, per tap, one matrix product over the output positions whose input lies inside
+the image. The sums are the same, in another order. Dense oneDNN is faster where the taps cover
+much of the dense work, so each direction goes sparse only below its own density (measured on a
+2-core CPU: the forward breaks even near 0.55, oneDNN's input gradient near 0.8).
+
+Explaining (parameters frozen) repeats these convolutions: ScoreCAM runs hundreds of masked
 forward passes, and the gradient methods' cost beyond the forward pass is their input gradient,
-once per explained class. `tap_sparse(model)` makes the model's dilated stride-1 convolutions
-sum, per tap, one matrix product over the output positions whose input lies inside the image,
-forward and backward (input gradient only: parameters must be frozen). The sums are the same,
-in another order. Dense oneDNN is faster where the taps cover much of the dense work, so each
-direction goes sparse only below its own density (measured on a 2-core CPU: the forward breaks
-even near 0.55, oneDNN's input gradient near 0.8).
+once per explained class, which `conv2d_input_grad` computes from the same taps. Training
+(parameters that require grad) differentiates the tap products themselves with autograd, so the
+weight gradient skips the padding too.
 """
 from __future__ import annotations
 
@@ -125,9 +128,11 @@ def _eligible(conv: nn.Conv2d) -> bool:
 
 
 def _forward(conv: nn.Conv2d, x: torch.Tensor, max_forward: float, max_backward: float) -> torch.Tensor:
-    if conv.weight.requires_grad:
-        raise RuntimeError("tap_sparse: parameters must be frozen (no weight gradient is computed)")
     share = density(conv.kernel_size, tuple(x.shape[-2:]), conv.padding, conv.dilation)
+    if conv.weight.requires_grad and torch.is_grad_enabled():   # training: autograd through the taps
+        if share <= max_forward:
+            return conv2d_tap_sparse(x, conv.weight, conv.bias, conv.padding, conv.dilation)
+        return F.conv2d(x, conv.weight, conv.bias, 1, conv.padding, conv.dilation)
     sparse_backward = x.requires_grad and torch.is_grad_enabled() and share <= max_backward
     if share <= max_forward or sparse_backward:
         return _TapSparseConv2d.apply(x, conv.weight, conv.bias, conv.padding, conv.dilation, share <= max_forward)
@@ -138,8 +143,7 @@ def _forward(conv: nn.Conv2d, x: torch.Tensor, max_forward: float, max_backward:
 def tap_sparse(model: nn.Module, max_forward: float = MAX_FORWARD_DENSITY,
                max_backward: float = MAX_BACKWARD_DENSITY) -> Iterator[int]:
     """Inside the block, the model's dilated stride-1 Conv2d layers skip padding-only taps
-    (forward and input gradient, each below its density); yields how many layers changed.
-    Parameters must be frozen."""
+    (forward and gradients, each below its density); yields how many layers changed."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and _eligible(m)]
     for conv in convs:
         conv.forward = lambda x, c=conv: _forward(c, x, max_forward, max_backward)
