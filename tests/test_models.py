@@ -41,11 +41,37 @@ def test_mobilenet_forward_shape_and_aux_head():
 def test_config_files_build_their_model_and_name_a_real_target_layer(name):
     conf = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
     model = build_model(conf["arch"], num_classes=5, weights=conf["weights"],
-                        weights_backbone=conf["weights_backbone"], aux_loss=conf["aux_loss"])
+                        weights_backbone=conf["weights_backbone"], aux_loss=conf["aux_loss"],
+                        output_stride=conf["output_stride"])
     layer = model.get_submodule(conf["target_layer"])
     blocks = list(model.backbone.children())
     # a late backbone block: the last for the ResNets (layer4), MobileNetV3's last inverted residual
     assert any(layer is block for block in blocks[-2:])
+
+
+def test_mobilenet_at_output_stride_8_has_four_times_the_logits_and_the_same_weights():
+    native = build_model(ARCH, num_classes=5).eval()
+    dilated = build_model(ARCH, num_classes=5, output_stride=8).eval()
+    x = torch.randn(1, 3, 96, 96)
+    assert native.backbone(x)["out"].shape[-2:] == (6, 6)
+    assert dilated.backbone(x)["out"].shape[-2:] == (12, 12)
+    assert dilated(x)["out"].shape == (1, 5, 96, 96)
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(native) == shapes(dilated)  # pretrained MobileNetV3 weights still load
+    dilated.load_state_dict(native.state_dict())
+    with pytest.raises(ValueError, match="output_stride=16 is not available for deeplabv3_resnet50"):
+        build_model("deeplabv3_resnet50", num_classes=5, output_stride=16)
+
+
+def test_checkpoint_remembers_the_output_stride(tmp_path):
+    model = build_model(ARCH, num_classes=5, output_stride=8).eval()
+    ckpt = checkpoint_of(model)
+    ckpt["model_config"]["output_stride"] = 8
+    save_checkpoint(ckpt, tmp_path / "os8.pt")
+    loaded, _ = load_model(tmp_path / "os8.pt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["out"], model(x)["out"])
 
 
 def test_named_weights_missing_from_cache_say_what_to_fetch_and_where(empty_torch_home):

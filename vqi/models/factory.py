@@ -2,7 +2,8 @@
 
 `weights` / `weights_backbone` take `None`, a torchvision weights name (`"DEFAULT"`,
 `"COCO_WITH_VOC_LABELS_V1"` or the full `"DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1"`),
-or a local file. Named weights are read from torchvision's cache
+or a local file. `output_stride` 8 turns MobileNetV3's last stride-2 block into dilation (as
+torchvision's ResNet variants already are): four times the logits for thin objects, same weights. Named weights are read from torchvision's cache
 (`torch.hub.get_dir()/checkpoints`); when the file is not there, `WeightsNotFoundError` says which
 file to fetch, from where, and where to put it. Nothing is downloaded, so nothing hangs offline.
 """
@@ -35,14 +36,20 @@ ARCHS: dict[str, tuple[Callable[..., nn.Module], type[Enum], type[Enum]]] = {
 }
 """arch name -> (torchvision builder, segmentation weights enum, backbone weights enum)."""
 
+NATIVE_OUTPUT_STRIDE = {"deeplabv3_resnet101": 8, "deeplabv3_resnet50": 8, "deeplabv3_mobilenet_v3_large": 16}
+"""Input pixels per logit of torchvision's builders; MobileNetV3 can also be built at 8."""
+
 
 class WeightsNotFoundError(FileNotFoundError):
     """Named weights that are not in torchvision's cache (we never download)."""
 
 
 def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights: str | None = None,
-                weights_backbone: str | None = None, aux_loss: bool = False) -> nn.Module:
+                weights_backbone: str | None = None, aux_loss: bool = False,
+                output_stride: int | None = None) -> nn.Module:
     """A DeepLabv3 with `num_classes` outputs; optional weights for the whole model or the backbone.
+
+    `output_stride` None keeps the builder's own (`NATIVE_OUTPUT_STRIDE`).
 
     Whole-model weights fill every tensor whose shape matches (the class head is re-initialised
     when the class count differs); backbone weights fill the backbone only.
@@ -51,6 +58,11 @@ def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights
         raise ValueError(f"unknown model arch {arch!r}; valid: {', '.join(ARCHS)}")
     builder, seg_enum, backbone_enum = ARCHS[arch]
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    if output_stride not in (None, NATIVE_OUTPUT_STRIDE[arch]):
+        if not (arch.startswith("deeplabv3_mobilenet") and output_stride == 8):
+            raise ValueError(f"model.output_stride={output_stride} is not available for {arch}; "
+                             f"it is built at {NATIVE_OUTPUT_STRIDE[arch]} (MobileNetV3 also at 8)")
+        _dilate_last_strided_block(model.backbone)
     if weights is not None:
         state = _model_state(_read_weights(weights, seg_enum, "weights"))
         _load_matching(model, state, str(weights))
@@ -58,6 +70,19 @@ def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights
         state = _read_weights(weights_backbone, backbone_enum, "weights_backbone")
         _load_backbone(model, state, arch, str(weights_backbone))
     return model
+
+
+def _dilate_last_strided_block(backbone: nn.Module) -> None:
+    """Halve the output stride: the last stride-2 spatial conv becomes stride 1, and it and every
+    later spatial conv doubles its dilation (padding to match), so receptive fields are kept."""
+    blocks = list(backbone.children())
+    spatial = [[m for m in b.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1] for b in blocks]
+    first = max(i for i, convs in enumerate(spatial) if any(c.stride[0] == 2 for c in convs))
+    for convs in spatial[first:]:
+        for conv in convs:
+            conv.stride = (1, 1)
+            conv.dilation = tuple(2 * d for d in conv.dilation)
+            conv.padding = tuple((k - 1) // 2 * d for k, d in zip(conv.kernel_size, conv.dilation))
 
 
 def _read_weights(spec: str, enum_cls: type[Enum], field: str) -> dict[str, torch.Tensor]:
