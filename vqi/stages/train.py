@@ -1,10 +1,10 @@
 """stage=train: DeepLabv3 on the prepared dataset, with resumable checkpoints.
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via transforms),
-`model.{arch,weights,weights_backbone,aux_loss}`, `loss` (`_target_`), and `train.*`:
-`epochs, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, num_workers, split,
-val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir, optimizer,
-scheduler, transforms`.
+`model.{arch,weights,weights_backbone,aux_loss,output_stride}`, `loss` (`_target_`), and `train.*`:
+`epochs, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, tap_sparse,
+num_workers, split, val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir,
+optimizer, scheduler, transforms`.
 
 Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically.
 A run finds `last.pt` and then: continues it (same config, unfinished; the MLflow run continues
@@ -141,8 +141,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
 
     processed = Path(cfg.data.processed_dir)
     names = class_names(processed, tc.split)
-    model_config = {"arch": cfg.model.arch, "num_classes": len(names), "weights": cfg.model.weights,
-                    "weights_backbone": cfg.model.weights_backbone, "aux_loss": bool(cfg.model.aux_loss)}
+    model_config = build_config(cfg, len(names))
     seed_everything(int(cfg.seed) + dist_info.rank)
     model = build_model(**model_config)
     if ckpt is not None:
@@ -187,7 +186,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         if val_loader is None:
             return {}
         cm = evaluate(model, val_loader, device, len(CLASS_NAMES), amp=tc.amp,
-                      channels_last=tc.channels_last, progress=progress)
+                      channels_last=tc.channels_last, progress=progress, tap_sparse=tc.tap_sparse)
         return {f"val_{k}": v for k, v in cm.metrics().items()}
 
     if start == 0 and tc.eval_untrained and val_loader is not None:
@@ -210,7 +209,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         stats = train_one_epoch(net, criterion, optimizer, _loader(train_ds, cfg, sampler, generator, True, device),
                                 device, scaler=scaler, amp=tc.amp, channels_last=tc.channels_last,
                                 accumulate=tc.accumulate, aux_weight=tc.aux_weight, epoch=epoch,
-                                progress=progress)
+                                progress=progress, tap_sparse=tc.tap_sparse)
         loss = distributed.all_reduce_sum(torch.tensor([stats["loss"]], dtype=torch.float64))
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -244,6 +243,13 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
                 mlflow.log_artifact(str(ckpt_dir / name), artifact_path="checkpoints")
         mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
     return _final(metrics)
+
+
+def build_config(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
+    """`build_model`'s arguments from `cfg.model`; checkpoints store them as `model_config`."""
+    return {"arch": cfg.model.arch, "num_classes": num_classes, "weights": cfg.model.weights,
+            "weights_backbone": cfg.model.weights_backbone, "aux_loss": bool(cfg.model.aux_loss),
+            "output_stride": cfg.model.output_stride}
 
 
 def _final(metrics: dict[str, float]) -> dict[str, float]:
