@@ -2,10 +2,12 @@
 
 `weights` / `weights_backbone` take `None`, a torchvision weights name (`"DEFAULT"`,
 `"COCO_WITH_VOC_LABELS_V1"` or the full `"DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1"`),
-or a local file. `output_stride` 8 turns MobileNetV3's last stride-2 block into dilation (as
-torchvision's ResNet variants already are): four times the logits for thin objects, same weights. Named weights are read from torchvision's cache
+or a local file. Named weights are read from torchvision's cache
 (`torch.hub.get_dir()/checkpoints`); when the file is not there, `WeightsNotFoundError` says which
 file to fetch, from where, and where to put it. Nothing is downloaded, so nothing hangs offline.
+
+`output_stride` 8 turns MobileNetV3's last stride-2 block into dilation, as torchvision's ResNet
+variants already are: four times the logits for thin objects, with the same weight tensors.
 """
 from __future__ import annotations
 

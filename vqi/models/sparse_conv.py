@@ -2,8 +2,8 @@
 
 DeepLab's ASPP convolves the backbone's features with 3x3 kernels at dilations 12, 24 and 36. On
 a 32x32 feature map (a 256x256 image) every off-centre tap of the dilation-36 branch reads only
-padding, and on the demo's 6x6 to 10x10 maps so does every off-centre tap of all three branches;
-oneDNN still computes all nine. `tap_sparse(model)` makes the model's dilated stride-1
+padding, and on the demo's 12x12 training maps (96-px crops at output stride 8) so does every
+off-centre tap of all three branches; oneDNN still computes all nine. `tap_sparse(model)` makes the model's dilated stride-1
 convolutions sum, per tap, one matrix product over the output positions whose input lies inside
 the image. The sums are the same, in another order. Dense oneDNN is faster where the taps cover
 much of the dense work, so each direction goes sparse only below its own density (measured on a
