@@ -180,9 +180,10 @@ def test_data_configs_compose(make_cfg, tmp_path):
 
 def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
     proc = run_cli("stage=prepare", "data.generator.num_images=8", "data.preview_images=2")
-    out = tmp_path / "data" / "processed" / "synthetic-160"
+    out = tmp_path / "data" / "processed" / "synthetic-noise-w0.5-o1-m0.1-160"   # the demo's noise
     fingerprint = (out / "fingerprint.txt").read_text().strip()
     assert len(list(out.glob("masks/*/*.png"))) == 8 and "reused" not in proc.stdout + proc.stderr
+    assert len(list(out.glob("masks_truth/*/*.png"))) == 8
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     run = client.search_runs([client.get_experiment_by_name("vqi").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "prepare-synthetic-160"
@@ -190,7 +191,8 @@ def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
     assert len(run.data.tags["git_commit"]) >= 7 and run.data.tags["prepare_reused"] == "false"
     assert run.data.params["data.generator.num_images"] == "8" and run.data.params["data.image_size"] == "160"
     assert sum(v for k, v in run.data.metrics.items() if k.startswith("images_") and k != "images_total") == 8
-    assert run.data.metrics["skipped"] == 0
+    assert run.data.metrics["skipped"] == 0 and run.data.tags["truth"] == "true"
+    assert 0 < run.data.metrics["label_iou_cable/train"] < 0.9    # noisy cables against their truth
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {".hydra", "prepare"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "prepare")} == {"prepare/summary.json",
@@ -200,7 +202,7 @@ def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
 @pytest.mark.slow
 def test_cli_rerun_reuses_and_force_rebuilds(run_cli, tmp_path):
     run_cli("stage=prepare", "data.generator.num_images=4")
-    mask = next((tmp_path / "data" / "processed" / "synthetic-160").glob("masks/*/*.png"))
+    mask = next((tmp_path / "data" / "processed" / "synthetic-noise-w0.5-o1-m0.1-160").glob("masks/*/*.png"))
     stamp = mask.stat().st_mtime_ns
     again = run_cli("stage=prepare", "data.generator.num_images=4")
     assert "up to date (fingerprint" in again.stdout + again.stderr and mask.stat().st_mtime_ns == stamp

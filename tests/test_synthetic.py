@@ -20,7 +20,8 @@ from vqi.data.synthetic import clip_polygon, generate
 
 
 def digests(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def raw(tmp_path_factory):
 
 def test_same_seed_gives_byte_identical_files(tmp_path, raw):
     again = generate(tmp_path / "again", num_images=16, size=320, seed=3)
-    assert digests(again) == digests(raw) and len(digests(raw)) == 32
+    assert digests(again) == digests(raw) and len(digests(raw)) == 48  # images, labels, truth
     other = generate(tmp_path / "other", num_images=2, size=320, seed=4)
     assert digests(other)["synth_0000.jpg"] != digests(raw)["synth_0000.jpg"]
 
@@ -97,3 +98,73 @@ def test_clip_polygon_keeps_inside_and_cuts_outside():
     clipped = clip_polygon(np.array([[-10., 5], [50, 5], [50, 8], [-10, 8]]), 20)
     assert clipped[:, 0].min() == 0 and clipped[:, 0].max() == 20
     np.testing.assert_allclose(clip_polygon(np.array([[1., 1], [5, 1], [5, 5]]), 20), [[1, 1], [5, 1], [5, 5]])
+
+
+# --- annotation noise and truth --------------------------------------------------------------
+
+BEFORE_NOISE_DIGEST = "726690d3268be1e5346e879377646aa7ed0fedc75dafe5b01679abb1e3bfa4f1"
+"""sha256 over (name, bytes) of every file that `generate(n=6, size=128, seed=7)` wrote at
+commit fddf3ea, before annotation noise and truth existed: with no noise, nothing may change."""
+
+
+def _top_level_digest(folder):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_no_noise_writes_exactly_the_files_of_before_plus_the_truth(tmp_path):
+    out = generate(tmp_path / "none", num_images=6, size=128, seed=7, noise={"cable_width_factor": 1.0})
+    assert _top_level_digest(out) == BEFORE_NOISE_DIGEST
+    assert sorted(p.name for p in (out / "truth").iterdir()) == [f"synth_{i:04d}.json" for i in range(6)]
+
+
+def _label_masks(folder, stem, labels, size):
+    """Union mask per label of one labelme file, rasterised as prepare does."""
+    doc = json.loads((folder / f"{stem}.json").read_text())
+    out = {}
+    for label in labels:
+        polys = [np.clip(np.array(s["points"]), 0, size) for s in doc["shapes"] if s["label"].lower() == label]
+        anns = [{"category_id": 1, "segmentation": [p.ravel().tolist()]} for p in polys]
+        out[label] = rasterize(anns, size, size) == 1 if anns else np.zeros((size, size), bool)
+    return out
+
+
+def test_noisy_annotation_lies_inside_the_truth_and_misses_some_cables(tmp_path):
+    noise = {"cable_width_factor": 0.5, "cable_offset_px": 0.0, "cable_missing": 0.3}
+    noisy = generate(tmp_path / "noisy", num_images=12, size=160, seed=5, noise=noise)
+    clean = generate(tmp_path / "clean", num_images=12, size=160, seed=5)
+    annotated = truth = 0
+    inside = 0
+    for i in range(12):
+        stem = f"synth_{i:04d}"
+        assert (noisy / f"{stem}.jpg").read_bytes() == (clean / f"{stem}.jpg").read_bytes()  # same image
+        assert (noisy / "truth" / f"{stem}.json").read_bytes() == (clean / "truth" / f"{stem}.json").read_bytes()
+        a = _label_masks(noisy, stem, ["cable"], 160)["cable"]
+        t = _label_masks(noisy / "truth", stem, ["cable"], 160)["cable"]
+        annotated, truth, inside = annotated + a.sum(), truth + t.sum(), inside + (a & t).sum()
+    assert inside >= 0.99 * annotated          # the annotation's cable pixels are true cable pixels ...
+    assert truth > 1.5 * annotated             # ... and the truth holds many more
+    count = lambda folder: sum(s["label"].lower() == "cable" for p in folder.glob("*.json")
+                               for s in json.loads(p.read_text())["shapes"])
+    kept = count(noisy) / count(noisy / "truth")
+    assert 0.55 < kept < 0.85                  # about 30% of the cables left out
+    truth_labels = Counter(s["label"] for p in (noisy / "truth").glob("*.json")
+                           for s in json.loads(p.read_text())["shapes"])
+    assert truth_labels["distractor"] > 12 and "Cable" not in truth_labels
+
+
+def test_the_same_seed_leaves_out_the_same_cables_at_every_width(tmp_path):
+    def cable_count(factor):
+        out = generate(tmp_path / f"w{factor}", num_images=6, size=128, seed=9,
+                       noise={"cable_width_factor": factor, "cable_missing": 0.4})
+        return [sum(s["label"].lower() == "cable" for s in json.loads(p.read_text())["shapes"])
+                for p in sorted(out.glob("*.json"))]
+    assert cable_count(0.3) == cable_count(0.8)
+
+
+def test_bad_noise_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match="noise.cable_missing must be in"):
+        generate(tmp_path / "bad", num_images=1, size=64, noise={"cable_missing": 1.5})

@@ -9,3 +9,8 @@ CLASS_NAMES = ("background", "cable", "tower_lattice", "tower_tucohy", "tower_wo
 
 FOREGROUND_IDS = tuple(range(1, len(CLASS_NAMES)))
 CLASS_IDS = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+DISTRACTOR_NAME = "distractor"
+TRUTH_CLASS_IDS = {**CLASS_IDS, DISTRACTOR_NAME: PERPLEXED}
+"""Class ids of true masks (generated data): a distractor, never annotated, is 5 — the id that
+augmentation's `perplexed` annotations give the objects they claim."""

@@ -12,10 +12,21 @@ from vqi import PROJECT_ROOT
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
 
+def noise_tag(width_factor: float, offset_px: float, missing: float) -> str:
+    """Folder-name suffix of an annotation-noise setting: empty for no noise, so noise-free
+    data keeps its folder names and each noise setting gets folders of its own."""
+    if (float(width_factor), float(offset_px), float(missing)) == (1.0, 0.0, 0.0):
+        return ""
+    return f"-noise-w{float(width_factor):g}-o{float(offset_px):g}-m{float(missing):g}"
+
+
 def register_resolvers() -> None:
-    """`${vqi_root:}` is the checkout's absolute path, so no path depends on the working dir."""
+    """`${vqi_root:}` is the checkout's absolute path, so no path depends on the working dir;
+    `${vqi_noise_tag:w,o,m}` names data folders by their annotation noise."""
     if not OmegaConf.has_resolver("vqi_root"):
         OmegaConf.register_new_resolver("vqi_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("vqi_noise_tag"):
+        OmegaConf.register_new_resolver("vqi_noise_tag", noise_tag)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

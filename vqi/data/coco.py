@@ -28,7 +28,8 @@ def categories(void: str) -> list[dict]:
     return cats
 
 
-def scaled_annotations(sample: Sample, size: int, void: str, image_id: int, first_id: int) -> list[dict]:
+def scaled_annotations(sample: Sample, size: int, void: str, image_id: int, first_id: int,
+                       class_ids: Mapping[str, int] = CLASS_IDS) -> list[dict]:
     """COCO annotations of one sample with its polygons scaled to `size` x `size`."""
     if void not in VOID_MODES:
         raise ValueError(f"data.void: expected one of {VOID_MODES}, got {void!r}")
@@ -45,7 +46,7 @@ def scaled_annotations(sample: Sample, size: int, void: str, image_id: int, firs
         x1, y1 = pts.max(axis=0)
         anns.append({
             "id": first_id + len(anns), "image_id": image_id,
-            "category_id": IGNORE_INDEX if shape.label == VOID else CLASS_IDS[shape.label],
+            "category_id": IGNORE_INDEX if shape.label == VOID else class_ids[shape.label],
             "segmentation": flat, "area": float(mask_utils.area(rle)),
             "bbox": [round(float(x0), 3), round(float(y0), 3), round(float(x1 - x0), 3), round(float(y1 - y0), 3)],
             "iscrowd": 0,

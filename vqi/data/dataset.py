@@ -1,7 +1,8 @@
 """The prepared folder (docs/architecture.md) as a torch Dataset of `(image, mask, stem)`.
 
 Split S lists its images in `annotations/S.json`; images come from `images/<file_name>`, masks
-from `masks/S/<stem>.png` (uint8 class ids, 255 = ignore).
+from `masks/S/<stem>.png` (uint8 class ids, 255 = ignore) or, with `labels="truth"` (generated
+data only), the true masks `masks_truth/S/<stem>.png`, distractors read as background.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vqi.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX
+from vqi.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, PERPLEXED
+
+MASK_FOLDERS = {"annotated": "masks", "truth": "masks_truth"}
+"""Which masks a dataset reads: the annotation (what training normally sees) or the truth."""
 
 Transform = Callable[..., dict]
 """An albumentations-style callable: `transform(image=HxWx3 uint8, mask=HxW uint8)` -> dict."""
@@ -37,6 +41,15 @@ def read_split(processed_dir: str | Path, split: str) -> dict:
     return doc
 
 
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A uint8 class-id mask, checked to be single-channel and of the expected (H, W)."""
+    mask = np.array(Image.open(path))
+    if mask.ndim != 2 or mask.shape != shape:
+        raise ValueError(f"mask {path} has shape {mask.shape}, expected {shape} "
+                         "(single channel, same size as its image)")
+    return mask
+
+
 def class_names(processed_dir: str | Path, split: str) -> list[str]:
     """`background` + the split's COCO categories by id (255 excluded); index = class id."""
     cats = {int(c["id"]): str(c["name"]) for c in read_split(processed_dir, split)["categories"]
@@ -51,17 +64,21 @@ def class_names(processed_dir: str | Path, split: str) -> list[str]:
 class SegmentationDataset(Dataset):
     """Images and masks of one split of the prepared folder, transformed together."""
 
-    def __init__(self, processed_dir: str | Path, split: str, transform: Transform | None = None):
+    def __init__(self, processed_dir: str | Path, split: str, transform: Transform | None = None,
+                 labels: str = "annotated"):
+        if labels not in MASK_FOLDERS:
+            raise ValueError(f"labels: expected one of {', '.join(MASK_FOLDERS)}, got {labels!r}")
         self.root = Path(processed_dir)
         self.split = split
         self.transform = transform
+        self.truth = labels == "truth"
         doc = read_split(self.root, split)
         names = [img["file_name"] for img in doc["images"]]
         if not names:
             raise ValueError(f"{self.root / 'annotations' / f'{split}.json'}: split {split!r} has no images")
         self.images = [self.root / "images" / name for name in names]
         self.stems = [Path(name).stem for name in names]
-        self.masks = [self.root / "masks" / split / f"{stem}.png" for stem in self.stems]
+        self.masks = [self.root / MASK_FOLDERS[labels] / split / f"{stem}.png" for stem in self.stems]
         missing = [str(p) for p in (*self.images, *self.masks) if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"split {split!r}: {len(missing)} listed file(s) missing, "
@@ -77,10 +94,9 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         image = np.array(Image.open(self.images[index]).convert("RGB"))
-        mask = np.array(Image.open(self.masks[index]))
-        if mask.ndim != 2 or mask.shape != image.shape[:2]:
-            raise ValueError(f"mask {self.masks[index]} has shape {mask.shape}, expected "
-                             f"{image.shape[:2]} (single channel, same size as its image)")
+        mask = read_mask(self.masks[index], image.shape[:2])
+        if self.truth:  # a distractor is no class of its own in the truth: background
+            mask = np.where(mask == PERPLEXED, BACKGROUND, mask).astype(np.uint8)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

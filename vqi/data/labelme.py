@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+from vqi.classes import DISTRACTOR_NAME
 from vqi.data.records import DataError, Sample, Shape, check_polygon, find_image, load_rgb, map_label
 
 
@@ -79,3 +80,29 @@ class LabelmeFolder:
         image_path = find_image(self.images_dir, hint, stem, path, "imagePath")
         image = load_rgb(image_path, (doc["imageWidth"], doc["imageHeight"]), path, "imageWidth/imageHeight")
         return Sample(stem, path, image, shapes)
+
+
+class TruthFolder:
+    """The true shapes of a generated dataset: one labelme file per record (`truth/<stem>.json`),
+    read with the annotation's class map plus `distractor`. Real datasets have none."""
+
+    def __init__(self, truth_dir: str | Path, class_map: Mapping[str, str], point_tolerance: float = 2.0):
+        self.truth_dir = Path(truth_dir)
+        self.class_map = {**{str(k).lower(): str(v) for k, v in class_map.items()}, DISTRACTOR_NAME: DISTRACTOR_NAME}
+        self.tolerance = float(point_tolerance)
+
+    def input_files(self) -> list[Path]:
+        return sorted(self.truth_dir.glob("*.json"))
+
+    def shapes(self, stem: str) -> tuple[Path, tuple[Shape, ...]]:
+        """(file, true shapes) of one record; a missing file is a DataError naming it."""
+        path = self.truth_dir / f"{stem}.json"
+        if not path.is_file():
+            raise DataError(path, "<file>", f"no truth file for record {stem!r} in {self.truth_dir}")
+        return path, read_labelme_json(path, self.class_map, self.tolerance)[1]
+
+
+def truth_folder(truth_dir: str | Path | None, class_map: Mapping[str, str],
+                 point_tolerance: float = 2.0) -> TruthFolder | None:
+    """The truth beside a dataset when `truth_dir` names an existing folder, else None."""
+    return TruthFolder(truth_dir, class_map, point_tolerance) if truth_dir and Path(truth_dir).is_dir() else None

@@ -19,10 +19,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vqi.classes import CLASS_NAMES, IGNORE_INDEX
+from vqi.classes import CLASS_NAMES, IGNORE_INDEX, TRUTH_CLASS_IDS
 from vqi.data.coco import VOID_MODES, coco_document, scaled_annotations
+from vqi.data.labelme import TruthFolder
 from vqi.data.rasterize import rasterize
 from vqi.data.records import VOID, DataError, Sample
+from vqi.metrics.label_quality import LabelIoU
 from vqi.utils import atomic
 
 FORMAT_VERSION = "1"
@@ -75,12 +77,13 @@ def _split_stats(masks_hist: np.ndarray, instances: Counter, images: int) -> dic
 
 def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image_size: int, void: str = "ignore",
           on_error: str = "skip", skipped: list[dict] | None = None, fingerprint_value: str = "",
-          description: str = "", progress: Callable = tqdm) -> dict:
+          description: str = "", progress: Callable = tqdm, truth: TruthFolder | None = None) -> dict:
     """Convert every assigned record and write the prepared folder; return the summary.
 
     `assignment` maps record stems to splits; `skipped` holds records already excluded (e.g.
     not in any split list). `on_error="skip"` records a `DataError` in the summary and goes on;
-    `"fail"` raises it.
+    `"fail"` raises it. With `truth` (generated data), the true masks go to `masks_truth/<split>/`
+    (5 = distractor) and the summary holds each split's label IoU against them.
     """
     if void not in VOID_MODES:
         raise ValueError(f"data.void: expected one of {VOID_MODES}, got {void!r}")
@@ -94,12 +97,14 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
     annotations = {s: [] for s in splits}
     hist = {s: np.zeros(256, np.int64) for s in splits}
     instances = {s: Counter() for s in splits}
+    label_iou = {s: LabelIoU() for s in splits}
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         for stem in progress(sorted(assignment), desc=f"preparing {out_dir.name}", unit="img"):
             split = assignment[stem]
             try:
                 sample = source.load(stem)
+                true_shapes = truth.shapes(stem) if truth is not None else None
             except DataError as err:
                 if on_error == "fail":
                     raise
@@ -113,7 +118,14 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
             anns = scaled_annotations(sample, image_size, void, image_id, len(annotations[split]) + 1)
             mask = rasterize(anns, image_size, image_size)
             resized = Image.fromarray(sample.image).resize((image_size, image_size), Image.Resampling.BILINEAR)
-            for kind, picture in (("images", resized), ("masks", Image.fromarray(mask, mode="L"))):
+            pictures = [("images", resized), ("masks", Image.fromarray(mask, mode="L"))]
+            if true_shapes is not None:
+                true_sample = Sample(stem, true_shapes[0], sample.image, true_shapes[1])
+                true_mask = rasterize(scaled_annotations(true_sample, image_size, void, image_id, 1, TRUTH_CLASS_IDS),
+                                      image_size, image_size)
+                pictures.append(("masks_truth", Image.fromarray(true_mask, mode="L")))
+                label_iou[split].update(mask, true_mask)
+            for kind, picture in pictures:
                 (tmp / kind / split).mkdir(parents=True, exist_ok=True)
                 picture.save(tmp / kind / split / f"{stem}.png")
             images[split].append({"id": image_id, "file_name": f"{split}/{stem}.png", "width": image_size,
@@ -132,8 +144,10 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
             "splits": {s: _split_stats(hist[s], instances[s], len(images[s])) for s in splits},
             "total": _split_stats(sum(hist.values()), sum(instances.values(), Counter()),
                                   sum(len(v) for v in images.values())),
-            "skipped_count": len(skipped), "skipped": skipped,
+            "skipped_count": len(skipped), "skipped": skipped, "truth": truth is not None,
         }
+        if truth is not None:
+            summary["label_iou"] = {s: label_iou[s].metrics() for s in splits}
         atomic.write_json(tmp / "summary.json", summary)
         atomic.write_text(tmp / "fingerprint.txt", fingerprint_value + "\n")
         _swap_into_place(tmp, out_dir)
@@ -146,7 +160,8 @@ def ensure(source: Source, assignment: dict[str, str], out_dir: str | Path, sett
            **build_kwargs) -> tuple[dict, bool]:
     """Reuse `out_dir` when its fingerprint matches the inputs and `settings`, else (or with
     `force`) build it. Returns (summary, reused)."""
-    inputs = source.input_files()
+    truth = build_kwargs.get("truth")
+    inputs = source.input_files() + (truth.input_files() if truth is not None else [])
     check_outside(Path(out_dir), inputs)
     value = fingerprint(inputs, settings)
     if not force and current_fingerprint(Path(out_dir)) == value:
@@ -176,4 +191,6 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     metrics["skipped"] = summary["skipped_count"]
     metrics.update({f"instances_{k}": v for k, v in summary["total"]["instances"].items()})
     metrics.update({f"pixel_share_{k}": v for k, v in summary["total"]["pixel_share"].items()})
+    for split, ious in summary.get("label_iou", {}).items():  # annotation against truth
+        metrics.update({f"label_{k}/{split}": v for k, v in ious.items()})
     return metrics

@@ -7,6 +7,13 @@ and unannotated cable-like distractors (road markings, fences, branches, field t
 (mixed case, three labelme versions, stale or null `imageData`, points a hair outside the image,
 some `void` shapes). Shapes are drawn with 4x supersampling from the very polygons written to
 the JSON. The same arguments give byte-identical files.
+
+Generated data knows the truth that real annotations only approximate. Beside the labelme
+files (what an annotator drew, and what training reads), `truth/<stem>.json` holds every object
+as drawn, the unannotated distractors included (label `distractor`). An `AnnotationNoise`
+makes the annotation worse than the truth the way real annotators do (thinner or shifted cable
+ribbons, cables left out), seeded apart from the image, so the image and the truth never
+depend on the noise; with no noise the labelme files are exactly what they always were.
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -24,6 +33,12 @@ from tqdm import tqdm
 
 SUPERSAMPLE = 4
 LABELME_VERSIONS = ("3.16.7", "4.2.7", "4.5.6")
+TRUTH_DIR = "truth"
+"""Subfolder of the generated folder with the true shapes (labelme files never read as labels)."""
+DISTRACTOR = "distractor"
+"""Label of an unannotated cable-like object in the truth files (the paper's perplexed objects)."""
+CABLE_ALLOWANCE = 0.6
+"""px added to a cable's drawn width for its ribbon polygon: the anti-aliased fringe."""
 
 
 # --- geometry ------------------------------------------------------------------------------
@@ -54,12 +69,27 @@ def catenary(start: np.ndarray, end: np.ndarray, sag: float, steps: int = 48) ->
     return start + t * (end - start) + shape * np.array([0.0, sag])
 
 
-def ribbon(curve: np.ndarray, width: float) -> np.ndarray:
-    """A thin polygon of `width` px around a polyline (one side out, the other back)."""
+def normals(curve: np.ndarray) -> np.ndarray:
+    """Unit normals of a polyline at its points."""
     tangent = np.gradient(curve, axis=0)
     tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1) * (width / 2)
+    return np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
+
+
+def ribbon(curve: np.ndarray, width: float) -> np.ndarray:
+    """A thin polygon of `width` px around a polyline (one side out, the other back)."""
+    normal = normals(curve) * (width / 2)
     return np.concatenate([curve + normal, (curve - normal)[::-1]])
+
+
+def ribbons(polylines: list[np.ndarray], width: float, size: int) -> list[np.ndarray]:
+    """The clipped ribbon polygons of drawn lines (a distractor's true shape), small ones left out."""
+    out = []
+    for line in polylines:
+        outline = clip_polygon(ribbon(np.asarray(line, np.float64), width), size)
+        if len(outline) >= 3 and np.ptp(outline, axis=0).max() > 2:
+            out.append(outline)
+    return out
 
 
 # --- drawing -------------------------------------------------------------------------------
@@ -146,6 +176,8 @@ def _line_across(rng, size):
     return centre - d, centre + d, np.array([-np.sin(angle), np.cos(angle)])
 
 
+# Each draws on the canvas and returns the true polygons of its cable-like parts.
+
 def road(rng, canvas):
     a, b, n = _line_across(rng, canvas.size)
     half = rng.uniform(7, 15)
@@ -155,24 +187,30 @@ def road(rng, canvas):
     starts = np.arange(0, length, dash + gap)
     unit = (b - a) / length
     dashes = [np.array([a + unit * s, a + unit * (s + dash)]) for s in starts]
-    canvas.lines(dashes, rng.uniform(1, 2.5), (235, 235, 225))
-    for side in (-1, 1):
-        canvas.lines([np.array([a + n * side * (half - 1.5), b + n * side * (half - 1.5)])], 1, (220, 220, 210))
+    width = rng.uniform(1, 2.5)
+    canvas.lines(dashes, width, (235, 235, 225))
+    edges = [np.array([a + n * side * (half - 1.5), b + n * side * (half - 1.5)]) for side in (-1, 1)]
+    for edge in edges:
+        canvas.lines([edge], 1, (220, 220, 210))
+    return ribbons(dashes, width, canvas.size) + ribbons(edges, 1, canvas.size)
 
 
 def fence(rng, canvas):
     a, b, n = _line_across(rng, canvas.size)
     colour = (rng.uniform(60, 110),) * 3
-    canvas.lines([np.array([a, b]), np.array([a + n * 4, b + n * 4])], rng.uniform(1, 2), colour)
+    wires, width = [np.array([a, b]), np.array([a + n * 4, b + n * 4])], rng.uniform(1, 2)
+    canvas.lines(wires, width, colour)
     unit = (b - a) / np.linalg.norm(b - a)
     posts = [np.array([a + unit * s - n * 2, a + unit * s + n * 6])
              for s in np.arange(0, np.linalg.norm(b - a), rng.uniform(12, 24))]
     canvas.lines(posts, 2, colour)
+    return ribbons(wires, width, canvas.size) + ribbons(posts, 2, canvas.size)
 
 
 def branches(rng, canvas):
     size = canvas.size
     tone = rng.uniform(0.45, 0.7) if canvas.pixels.mean() > 110 else rng.uniform(1.6, 2.2)  # contrast
+    polygons = []
     for _ in range(rng.integers(2, 6)):
         start = rng.uniform(0, size, 2)
         bend = start + rng.uniform(-60, 60, 2)
@@ -180,15 +218,21 @@ def branches(rng, canvas):
         t = np.linspace(0, 1, 24)[:, None]
         curve = (1 - t) ** 2 * start + 2 * t * (1 - t) * bend + t ** 2 * end
         colour = np.array((rng.uniform(80, 100), rng.uniform(62, 72), 48)) * tone
-        canvas.lines([curve], rng.uniform(1, 3), colour)
+        width = rng.uniform(1, 3)
+        canvas.lines([curve], width, colour)
         fork = curve[rng.integers(6, 18)]
-        canvas.lines([np.array([fork, fork + rng.uniform(-30, 30, 2)])], 1.5, colour)
+        twig = np.array([fork, fork + rng.uniform(-30, 30, 2)])
+        canvas.lines([twig], 1.5, colour)
+        polygons += ribbons([curve], width, size) + ribbons([twig], 1.5, size)
+    return polygons
 
 
 def tracks(rng, canvas):
     a, b, n = _line_across(rng, canvas.size)
     gap = rng.uniform(3, 6)
-    canvas.lines([np.array([a, b]), np.array([a + n * gap, b + n * gap])], rng.uniform(1, 2.5), (52, 50, 40), 0.9)
+    ruts, width = [np.array([a, b]), np.array([a + n * gap, b + n * gap])], rng.uniform(1, 2.5)
+    canvas.lines(ruts, width, (52, 50, 40), 0.9)
+    return ribbons(ruts, width, canvas.size)
 
 
 # --- annotated objects ---------------------------------------------------------------------
@@ -247,8 +291,16 @@ def pole(rng, canvas, base, height, lean, wooden: bool):
     return outline, tips
 
 
+@dataclass(frozen=True)
+class Cable:
+    """A drawn cable: its centre line and drawn width (px), from which any annotation of it is made."""
+    curve: np.ndarray
+    width: float
+
+
 def cable_group(rng, canvas, size, anchors):
-    """1-6 parallel sagging cables; from tower arm tips outwards when `anchors` are given."""
+    """1-6 parallel sagging cables; from tower arm tips outwards when `anchors` are given.
+    Returns [("cable", true polygon, Cable)]."""
     shapes = []
     dark = canvas.pixels.mean() > 110
     colour = (rng.uniform(35, 75),) * 3 if dark else (rng.uniform(185, 225),) * 3
@@ -267,24 +319,79 @@ def cable_group(rng, canvas, size, anchors):
         width = float(rng.choice([1, 1.5, 2, 2.5, 3, 4, 5, 6], p=[.1, .15, .2, .15, .15, .1, .08, .07]))
         curve = catenary(start, end, sag)
         canvas.lines([curve], width, colour)
-        outline = clip_polygon(ribbon(curve, width + 0.6), size)
-        if len(outline) >= 3 and np.ptp(outline, axis=0).max() > 4:
-            shapes.append(("cable", outline))
+        outline = cable_outline(curve, width, size)
+        if outline is not None:
+            shapes.append(("cable", outline, Cable(curve, width)))
     return shapes
+
+
+def cable_outline(curve: np.ndarray, width: float, size: int) -> np.ndarray | None:
+    """The clipped ribbon of a cable `width` px wide (+ the anti-aliased fringe); None when too small."""
+    outline = clip_polygon(ribbon(curve, width + CABLE_ALLOWANCE), size)
+    return outline if len(outline) >= 3 and np.ptp(outline, axis=0).max() > 4 else None
+
+
+# --- annotation noise ----------------------------------------------------------------------
+
+NOISE_STREAM = 1
+"""Third seed word of the noise generator: noise draws never touch the image's own stream."""
+
+
+@dataclass(frozen=True)
+class AnnotationNoise:
+    """How an annotator's cable labels differ from the truth (all off by default).
+
+    `cable_width_factor`: annotated width = factor x drawn width (at least 1 px);
+    `cable_offset_px`: the annotated centre line is shifted sideways by up to this many px;
+    `cable_missing`: the share of cable instances left unannotated.
+    """
+    cable_width_factor: float = 1.0
+    cable_offset_px: float = 0.0
+    cable_missing: float = 0.0
+
+    def __post_init__(self):
+        if not self.cable_width_factor > 0:
+            raise ValueError(f"noise.cable_width_factor must be > 0, got {self.cable_width_factor}")
+        if not self.cable_offset_px >= 0:
+            raise ValueError(f"noise.cable_offset_px must be >= 0, got {self.cable_offset_px}")
+        if not 0 <= self.cable_missing < 1:
+            raise ValueError(f"noise.cable_missing must be in [0, 1), got {self.cable_missing}")
+
+    def annotate(self, rng: np.random.Generator, shapes, size: int) -> list[tuple[str, np.ndarray]]:
+        """The annotator's shapes [(label, polygon)] from the true ones [(label, polygon, Cable|None)].
+
+        Two draws per cable whatever the settings, so one seed leaves out the same cables and
+        shifts them the same way at every width factor (a dose-response compares like with like).
+        """
+        out = []
+        for label, polygon, cable in shapes:
+            if cable is None:
+                out.append((label, polygon))
+                continue
+            left_out, shift = rng.random(), rng.uniform(-1.0, 1.0)
+            if left_out < self.cable_missing:
+                continue
+            curve = cable.curve + normals(cable.curve) * (shift * self.cable_offset_px)
+            outline = cable_outline(curve, max(1.0, self.cable_width_factor * cable.width), size)
+            if outline is not None:
+                out.append((label, outline))
+        return out
 
 
 # --- one image -----------------------------------------------------------------------------
 
-def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """One image (uint8 RGB) and its annotated shapes [(label, polygon)]."""
+def render(rng: np.random.Generator, size: int):
+    """One image (uint8 RGB), its true shapes [(label, polygon, Cable or None)] and the true
+    polygons of its distractors."""
     scene = rng.choice(["fields", "road", "forest", "sky"], p=[0.3, 0.3, 0.2, 0.2])
     background = {"fields": _fields, "road": _fields, "forest": _forest, "sky": _sky}[scene](rng, size)
     canvas = Canvas(background)
-    distractors = {"fields": [tracks, fence], "road": [road, fence], "forest": [branches], "sky": [branches]}[scene]
-    for k in rng.permutation(len(distractors)):  # at least one, the others now and then
+    drawers = {"fields": [tracks, fence], "road": [road, fence], "forest": [branches], "sky": [branches]}[scene]
+    distractors: list[np.ndarray] = []
+    for k in rng.permutation(len(drawers)):  # at least one, the others now and then
         if k == 0 or rng.random() < 0.6:
-            distractors[k](rng, canvas)
-    shapes: list[tuple[str, np.ndarray]] = []
+            distractors += drawers[k](rng, canvas)
+    shapes: list = []
     for _ in range(rng.choice([0, 1, 1, 2])):
         kind = rng.choice(["tower_lattice", "tower_tucohy", "tower_wooden"])
         height = rng.uniform(0.45, 0.9) * size
@@ -296,7 +403,7 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[
             outline, tips = pole(rng, canvas, base, height, lean, wooden=kind == "tower_wooden")
         clipped = clip_polygon(outline, size)
         if len(clipped) >= 3:
-            shapes.append((kind, clipped))
+            shapes.append((kind, clipped, None))
         shapes += cable_group(rng, canvas, size, [t for t in tips if (0 <= t).all() and (t <= size).all()])
     if not shapes or rng.random() < 0.6:
         shapes += cable_group(rng, canvas, size, [])
@@ -306,10 +413,10 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[
         canvas.lines([curve], 1, (150, 150, 150), 0.35)
         area = clip_polygon(ribbon(curve, 12), size)
         if len(area) >= 3:
-            shapes.append(("void", area))
+            shapes.append(("void", area, None))
     img = Image.fromarray(np.clip(canvas.pixels, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.5))
     pixels = np.asarray(img, np.float32) + rng.normal(0, 3.0, (size, size, 3))
-    return np.clip(pixels, 0, 255).round().astype(np.uint8), shapes
+    return np.clip(pixels, 0, 255).round().astype(np.uint8), shapes, distractors
 
 
 def labelme_document(rng, stem: str, image: np.ndarray, shapes) -> dict:
@@ -344,27 +451,47 @@ def labelme_document(rng, stem: str, image: np.ndarray, shapes) -> dict:
     return doc
 
 
-def write_image(out_dir: Path, stem: str, seed: int, index: int, size: int) -> None:
+def truth_document(stem: str, size: int, shapes) -> dict:
+    """The true shapes [(label, polygon)] as a plain labelme file (no quirks: nobody drew it)."""
+    return {"version": "4.5.6", "flags": {},
+            "shapes": [{"label": label, "points": [[float(x), float(y)] for x, y in polygon],
+                        "group_id": None, "shape_type": "polygon", "flags": {}} for label, polygon in shapes],
+            "imagePath": f"../{stem}.jpg", "imageData": None, "imageHeight": size, "imageWidth": size}
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def write_image(out_dir: Path, stem: str, seed: int, index: int, size: int,
+                noise: AnnotationNoise = AnnotationNoise()) -> None:
     rng = np.random.default_rng([seed, index])
-    image, shapes = render(rng, size)
+    image, shapes, distractors = render(rng, size)
     Image.fromarray(image).save(out_dir / f"{stem}.jpg", format="JPEG", quality=92)
-    doc = labelme_document(rng, stem, image, shapes)
-    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    annotated = noise.annotate(np.random.default_rng([seed, index, NOISE_STREAM]), shapes, size)
+    _write_json(out_dir / f"{stem}.json", labelme_document(rng, stem, image, annotated))
+    truth = [(label, polygon) for label, polygon, _ in shapes] + [(DISTRACTOR, d) for d in distractors]
+    _write_json(out_dir / TRUTH_DIR / f"{stem}.json", truth_document(stem, size, truth))
 
 
-def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: int = 0) -> Path:
-    """Write `num_images` images + labelme JSONs into `out_dir`, atomically (a temporary folder
-    renamed at the end); an existing `out_dir` is reused as is, never rewritten."""
+def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: int = 0,
+             noise: Mapping[str, float] | AnnotationNoise | None = None) -> Path:
+    """Write `num_images` images + labelme JSONs (the annotation, with `noise`) into `out_dir`
+    and their truth into `out_dir/truth/`, atomically (a temporary folder renamed at the end);
+    an existing `out_dir` is reused as is, never rewritten."""
     out_dir = Path(out_dir)
     if out_dir.is_dir():
         return out_dir
     if num_images < 1 or size < 64:
         raise ValueError(f"data.generator: need num_images >= 1 and size >= 64, got {num_images}, {size}")
+    if not isinstance(noise, AnnotationNoise):
+        noise = AnnotationNoise(**{k: float(v) for k, v in dict(noise or {}).items()})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
+        (tmp / TRUTH_DIR).mkdir()
         for index in tqdm(range(num_images), desc="generating synthetic TTPLA", unit="img"):
-            write_image(tmp, f"synth_{index:04d}", seed, index, size)
+            write_image(tmp, f"synth_{index:04d}", seed, index, size, noise)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

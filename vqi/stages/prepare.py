@@ -4,7 +4,7 @@ the prepared folder of docs/architecture.md, reused when its fingerprint matches
 Config keys read: data.generator (optional, instantiated first), data.source (the reader),
 data.processed_dir, data.image_size, data.void, data.on_error, data.force, data.split_files,
 data.test_fraction, data.val_fraction, data.split_seed, data.class_map, data.point_tolerance,
-data.preview_images, data.name.
+data.preview_images, data.name, data.truth_dir (optional: true shapes -> masks_truth/).
 Logs: summary.json and preview.png as artifacts under `prepare/`, key counts as metrics.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from PIL import Image
 
 from vqi.data import prepared
 from vqi.data.coco import read_annotations
+from vqi.data.labelme import truth_folder
 from vqi.data.splits import assign_listed, random_split, read_split_files
 from vqi.viz.preview import save_preview
 
@@ -74,15 +75,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
     settings = {"image_size": int(data.image_size), "void": data.void, "on_error": data.on_error,
                 "class_map": OmegaConf.to_container(data.class_map), "point_tolerance": data.point_tolerance,
                 "source": data.source._target_, **split_settings}
+    truth = truth_folder(data.get("truth_dir"), data.class_map, data.point_tolerance)
     summary, reused = prepared.ensure(source, assignment, out_dir, settings, force=bool(data.force),
                                       image_size=int(data.image_size), void=data.void, on_error=data.on_error,
-                                      skipped=left_out, description=str(data.name))
+                                      skipped=left_out, description=str(data.name), truth=truth)
     if reused:
         log.info("prepared dataset %s is up to date (fingerprint %s): reused", out_dir, summary["fingerprint"])
     else:
         log.info("prepared %s: %s images, %d skipped", out_dir,
                  {s: v["images"] for s, v in summary["splits"].items()}, summary["skipped_count"])
-    mlflow.set_tag("prepare_reused", str(reused).lower())
+    mlflow.set_tags({"prepare_reused": str(reused).lower(), "truth": str(summary.get("truth", False)).lower()})
+    for split, ious in summary.get("label_iou", {}).items():
+        log.info("label IoU of %s against truth: %s", split, ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
     for item in summary["skipped"]:
         log.warning("skipped %s: %s: %s", item["file"], item["field"], item["reason"])
     mlflow.log_artifact(str(out_dir / "summary.json"), artifact_path="prepare")

@@ -4,6 +4,9 @@ Config keys read: `device`, `data.processed_dir`, `test.{checkpoint, split, batc
 num_workers, amp, overlays, transform, output_dir}`. IoU follows shared/spec/xai-metrics.md
 "Segmentation quality": one confusion matrix over the whole split, 255 ignored, predicted
 `perplexed` counted as background; Overall = mean IoU of the four foreground classes.
+When the split has true masks (`masks_truth/<split>/`, generated data), the same predictions are
+also scored against the truth: metrics `truth/iou_*`, beside the usual ones (the paper's protocol,
+against the annotated labels).
 Writes `metrics.json`, `confusion.png` and `overlays/<stem>.png` to `test.output_dir` and logs them.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ from omegaconf import DictConfig  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from vqi.classes import CLASS_NAMES  # noqa: E402
-from vqi.data.dataset import SegmentationDataset  # noqa: E402
+from vqi.data.dataset import SegmentationDataset, read_mask  # noqa: E402
 from vqi.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from vqi.engine.confusion import ConfusionMatrix  # noqa: E402
 from vqi.engine.train_loop import evaluate  # noqa: E402
@@ -49,20 +52,28 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(tc.output_dir)
     drawn: list[Path] = []
 
-    def draw(images: torch.Tensor, masks: torch.Tensor, preds: torch.Tensor, stems: list[str]) -> None:
+    truth_dir = Path(cfg.data.processed_dir) / "masks_truth" / tc.split
+    truth_cm = ConfusionMatrix(len(CLASS_NAMES)) if truth_dir.is_dir() else None
+
+    def on_batch(images: torch.Tensor, masks: torch.Tensor, preds: torch.Tensor, stems: list[str]) -> None:
         for image, mask, pred, stem in zip(images, masks, preds, stems):
             if len(drawn) < tc.overlays:
                 drawn.append(_save_overlay(out_dir / "overlays" / f"{stem}.png", image, mask, pred))
+            if truth_cm is not None:
+                truth_cm.update(torch.from_numpy(read_mask(truth_dir / f"{stem}.png", tuple(pred.shape))), pred)
 
-    cm = evaluate(model, loader, device, len(CLASS_NAMES), amp=tc.amp, on_batch=draw,
+    cm = evaluate(model, loader, device, len(CLASS_NAMES), amp=tc.amp, on_batch=on_batch,
                   progress=bool(cfg.train.progress))
     metrics = cm.metrics()
+    if truth_cm is not None:
+        metrics.update({f"truth/{k}": v for k, v in truth_cm.metrics().items()})
     log.info("test on %s (%d images) with %s: %s", tc.split, len(dataset), tc.checkpoint,
              ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     write_json(out_dir / "metrics.json", {
         "checkpoint": str(tc.checkpoint), "epoch": ckpt["epoch"], "split": tc.split,
         "images": len(dataset), "metrics": {k: (None if math.isnan(v) else v) for k, v in metrics.items()},
         "confusion_matrix": cm.mat.tolist(), "class_names": list(CLASS_NAMES),
+        "truth_confusion_matrix": truth_cm.mat.tolist() if truth_cm is not None else None,
     })
     _save_confusion(out_dir / "confusion.png", cm)
     mlflow.set_tags({"checkpoint": str(tc.checkpoint), "split": tc.split,

@@ -2,7 +2,7 @@
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via transforms),
 `model.{arch,weights,weights_backbone,aux_loss,output_stride}`, `loss` (`_target_`), and `train.*`:
-`epochs, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, tap_sparse,
+`epochs, labels, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, tap_sparse,
 num_workers, split, val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir,
 optimizer, scheduler, transforms`.
 
@@ -165,7 +165,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         log.info("resuming %s at epoch %d/%d (best val Overall IoU so far %.4f)",
                  ckpt_dir / "last.pt", start, tc.epochs, best)
 
-    train_ds = SegmentationDataset(processed, tc.split, instantiate(tc.transforms.train))
+    train_ds = SegmentationDataset(processed, tc.split, instantiate(tc.transforms.train), labels=tc.labels)
     per_rank = len(train_ds) // dist_info.world_size
     if per_rank < tc.batch_size:
         raise ValueError(f"split {tc.split!r} has {len(train_ds)} images: fewer than "
@@ -173,7 +173,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
                          f"process(es)); lower train.batch_size")
     val_loader = None
     if tc.val_split:
-        val_ds = SegmentationDataset(processed, tc.val_split, instantiate(tc.transforms.eval))
+        val_ds = SegmentationDataset(processed, tc.val_split, instantiate(tc.transforms.eval), labels=tc.labels)
         val_loader = _loader(val_ds, cfg, distributed.ShardSampler(len(val_ds), dist_info.rank,
                                                                    dist_info.world_size),
                              None, False, device)
