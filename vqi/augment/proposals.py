@@ -1,11 +1,13 @@
 """Annotation proposals for one image, from its labels, the model's prediction and explanations.
 
-Two kinds (the paper's expert-guided augmentation):
+Two kinds (the paper's expert-guided augmentation), and a control with no explanation:
 - `enlarge`: a thin-class instance whose explanation spills around it is proposed to grow by k
   pixels into background. Its score is the explanation's mean on that k-pixel ring.
 - `perplexed`: a connected region the model predicts as a thin class, or where that class's
   explanation is strong, lying outside every ground-truth instance (road markings, fences) is
   proposed as the class `perplexed`. Its score is the explanation's mean over the region.
+- blind dilation (`propose_dilations`): every thin instance grown by k, score 1: the control
+  that asks whether the explanation adds anything to simply widening every thin label.
 """
 from __future__ import annotations
 
@@ -75,6 +77,26 @@ def propose_enlargements(
             class_name=class_name, score=round(score, 4), region=regions.encode(ring),
             bbox=regions.bbox(ring), area=int(ring.sum()), annotation_id=annotation_id, k=rule.k,
         ))
+    return out
+
+
+def propose_dilations(
+    stem: str,
+    label_mask: np.ndarray,
+    instances: list[tuple[int, np.ndarray]],
+    class_name: str,
+    k: int,
+) -> list[Proposal]:
+    """One enlargement proposal per instance with a non-empty k-pixel ring, whatever the model says."""
+    out = []
+    for annotation_id, instance in instances:
+        ring = regions.enlargement(instance, label_mask, k)
+        if ring.any():
+            out.append(Proposal(
+                proposal_id=f"{stem}/enlarge/{annotation_id}", image=stem, kind=ENLARGE,
+                class_name=class_name, score=1.0, region=regions.encode(ring),
+                bbox=regions.bbox(ring), area=int(ring.sum()), annotation_id=annotation_id, k=k,
+            ))
     return out
 
 

@@ -28,7 +28,8 @@ class Column:
 class Table:
     row_label: str
     columns: Sequence[Column]
-    rows: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    rows: list[tuple[str, dict[str, float | str]]] = field(default_factory=list)
+    """(row name, {column key: value}); a str value is a cell already formatted (e.g. "1.2 ± 0.3")."""
     caption: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -36,13 +37,15 @@ class Table:
         """Row names holding the best finite value of a ranked column (all of them on a tie)."""
         col = next(c for c in self.columns if c.key == key)
         values = {name: vals.get(key) for name, vals in self.rows}
-        finite = {n: v for n, v in values.items() if v is not None and math.isfinite(v)}
+        finite = {n: v for n, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         if col.better is None or not finite:
             return set()
         target = max(finite.values()) if col.better == "higher" else min(finite.values())
         return {n for n, v in finite.items() if round(v, col.digits) == round(target, col.digits)}
 
-    def _cell(self, col: Column, value: float | None) -> str:
+    def _cell(self, col: Column, value: float | str | None) -> str:
+        if isinstance(value, str):
+            return value
         return "–" if value is None or not math.isfinite(value) else f"{value:.{col.digits}f}"
 
     def markdown(self) -> str:

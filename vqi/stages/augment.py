@@ -1,9 +1,16 @@
-"""Stage `augment`: propose annotation changes from the chosen method's explanations, let the
-expert (or a policy) decide, and write the augmented training split.
+"""Stage `augment`: propose annotation changes, let the expert (or a policy) decide, and write
+the augmented training split.
 
-Config keys: `augment.*` (method, checkpoint, split, output_split, thin_classes, enlarge.*,
-perplexed.*, policy, accept_threshold, review_dir, review_file, force, batch_size),
-`data.processed_dir`, `paths.tables_dir` (Table I's chosen method), `device`.
+Proposers (`augment.proposer`): `cam` (the chosen method's explanations: the paper's), `random_cam`
+(the same rules on Random-CAM maps: proposals from noise) and `dilate` (every thin instance grown
+by k: no explanation at all). Policies: `review` (the expert), `accept_all`, `threshold`, and
+`oracle` (generated data: a simulated expert deciding from the truth, `augment.oracle.*`).
+When the split has true masks, the stage reports the label IoU against the truth before and
+after, and the accepted changes' precision and recall per kind.
+
+Config keys: `augment.*` (proposer, method, checkpoint, split, output_split, thin_classes,
+enlarge.*, perplexed.*, policy, accept_threshold, oracle.*, review_dir, review_file, force,
+batch_size), `data.processed_dir`, `paths.tables_dir` (Table I's chosen method), `device`.
 
 The review file is the expert's: once written it is never overwritten; `augment.force=true`
 moves it aside (timestamped) before proposing anew. The original split is never written to.
@@ -25,18 +32,20 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vqi.augment import review_page
+from vqi.augment import oracle, review_page
 from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
-from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_enlargements,
-                                   propose_perplexed)
+from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_dilations,
+                                   propose_enlargements, propose_perplexed)
 from vqi.augment.regions import decode
 from vqi.augment.review import decide, read_review, write_review
 from vqi.data.coco import iter_image_annotations
-from vqi.data.dataset import SegmentationDataset, read_split
+from vqi.classes import CLASS_IDS
+from vqi.data.dataset import SegmentationDataset, read_mask, read_split
 from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
 from vqi.engine.train_loop import predict
+from vqi.metrics.label_quality import LabelIoU, ProposalQuality
 from vqi.models.checkpoint import load_model
 from vqi.config import with_xai_method
 from vqi.stages.explain import build_cam
@@ -52,8 +61,20 @@ def run_name(cfg: DictConfig) -> str:
     return f"augment-{cfg.experiment_name}"
 
 
+PROPOSERS = ("cam", "random_cam", "dilate")
+POLICIES = ("review", "accept_all", "threshold", "oracle")
+RANDOM_CAM = "random_cam"
+"""The xai config of Random-CAM, whose maps the `random_cam` proposer uses."""
+
+
 def chosen_method(cfg: DictConfig) -> str:
-    """`augment.method`, else the method Table I chose (written by `stage=report`)."""
+    """The maps the proposals come from: `dilate` (none), Random-CAM, `augment.method`, else the
+    method Table I chose (written by `stage=report`)."""
+    proposer = str(cfg.augment.proposer)
+    if proposer not in PROPOSERS:
+        raise ValueError(f"augment.proposer: expected one of {', '.join(PROPOSERS)}, got {proposer!r}")
+    if proposer != "cam":
+        return proposer if proposer == "dilate" else RANDOM_CAM
     if cfg.augment.method:
         return str(cfg.augment.method)
     path = Path(cfg.paths.tables_dir) / "chosen_method.json"
@@ -115,6 +136,67 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     return proposals
 
 
+def propose_blind(cfg: DictConfig) -> list[Proposal]:
+    """`augment.proposer=dilate`: every thin instance of the split grown by `enlarge.k`, no model."""
+    a = cfg.augment
+    processed = Path(cfg.data.processed_dir)
+    unknown = [c for c in a.thin_classes if c not in CLASS_IDS]
+    if unknown:
+        raise ValueError(f"augment.thin_classes: {unknown} are not project classes {list(CLASS_IDS)}")
+    proposals: list[Proposal] = []
+    for img, anns in tqdm(list(iter_image_annotations(read_split(processed, a.split))), desc="augment: dilate"):
+        stem = Path(img["file_name"]).stem
+        label = read_mask(processed / "masks" / a.split / f"{stem}.png", (img["height"], img["width"]))
+        for name in a.thin_classes:
+            instances = [(ann["id"], instance_mask(ann, *label.shape))
+                         for ann in anns if ann["category_id"] == CLASS_IDS[name]]
+            proposals += propose_dilations(stem, label, instances, name, int(a.enlarge.k))
+    return proposals
+
+
+def _truth_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.data.processed_dir) / "masks_truth" / str(cfg.augment.split)
+
+
+def decide_all(cfg: DictConfig, proposals: list[Proposal]) -> None:
+    """Pre-fill the decisions by `augment.policy` (the oracle reads the split's true masks)."""
+    a = cfg.augment
+    if a.policy not in POLICIES:
+        raise ValueError(f"augment.policy: expected one of {', '.join(POLICIES)}, got {a.policy!r}")
+    if a.policy != "oracle":
+        decide(proposals, a.policy, float(a.accept_threshold))
+        return
+    truth_dir = _truth_dir(cfg)
+    if not truth_dir.is_dir():
+        raise FileNotFoundError(f"augment.policy=oracle decides from the true masks, but {truth_dir} does not "
+                                "exist: only generated data (data=synthetic) has them")
+    shapes = {Path(img["file_name"]).stem: (img["height"], img["width"])
+              for img in read_split(cfg.data.processed_dir, a.split)["images"]}
+    oracle.decide(proposals, lambda stem: read_mask(truth_dir / f"{stem}.png", shapes[stem]), CLASS_IDS,
+                  flip=float(a.oracle.flip), seed=int(a.oracle.seed), min_precision=float(a.oracle.min_precision))
+
+
+def truth_quality(cfg: DictConfig) -> dict:
+    """Label IoU of the split and of the augmented split against the truth, and the accepted
+    changes' precision / recall per kind; {} when the split has no true masks (real data)."""
+    a = cfg.augment
+    processed, truth_dir = Path(cfg.data.processed_dir), _truth_dir(cfg)
+    if not truth_dir.is_dir():
+        return {}
+    before_iou, after_iou = LabelIoU(), LabelIoU()
+    quality = ProposalQuality(tuple(CLASS_IDS[c] for c in a.thin_classes))
+    for img in read_split(processed, a.split)["images"]:
+        stem, shape = Path(img["file_name"]).stem, (img["height"], img["width"])
+        before = read_mask(processed / "masks" / a.split / f"{stem}.png", shape)
+        after = read_mask(processed / "masks" / a.output_split / f"{stem}.png", shape)
+        truth = read_mask(truth_dir / f"{stem}.png", shape)
+        before_iou.update(before, truth)
+        after_iou.update(after, truth)
+        quality.update(before, after, truth)
+    return {"label_iou": {"before": before_iou.metrics(), "after": after_iou.metrics()},
+            "proposal_quality": quality.metrics()}
+
+
 def _png_bytes(label: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(label).save(buffer, format="PNG")
@@ -163,7 +245,8 @@ def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
 
 def _source(cfg: DictConfig, method: str) -> dict[str, str]:
     """What the proposals come from: a review file made from another model or split is stale."""
-    return {"checkpoint_sha256": file_hash(cfg.augment.checkpoint), "method": method,
+    checkpoint = None if method == "dilate" else file_hash(cfg.augment.checkpoint)  # dilation needs no model
+    return {"checkpoint_sha256": checkpoint, "method": method,
             "split": str(cfg.augment.split),
             "dataset_fingerprint": current_fingerprint(Path(cfg.data.processed_dir))}
 
@@ -203,8 +286,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if old_source.is_file():
                 old_source.rename(review_file.with_name(f"{review_file.stem}.{stamp}.source.json"))
             log.info("augment.force: the previous review file was kept as %s", kept)
-        proposals = propose(cfg, method)
-        decide(proposals, a.policy, float(a.accept_threshold))
+        proposals = propose_blind(cfg) if method == "dilate" else propose(cfg, method)
+        decide_all(cfg, proposals)
         write_review(review_file, proposals)
         write_json(review_file.with_suffix(".source.json"), source)
     panels = {p.proposal_id: f"panels/{_panel_name(p.proposal_id)}" for p in proposals
@@ -216,7 +299,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if summary.pending:
         log.warning("%d proposal(s) await the expert's decision in %s (see %s); they are not applied",
                     summary.pending, review_file, page)
-    report = {"method": method, "proposals": len(proposals), **summary.as_dict()}
+    quality = truth_quality(cfg)
+    report = {"proposer": str(a.proposer), "method": method, "policy": str(a.policy),
+              "proposals": len(proposals), **summary.as_dict(), **quality}
     summary_path = Path(cfg.data.processed_dir) / "annotations" / f"{a.output_split}_summary.json"
     write_json(summary_path, report)
     mlflow.log_artifact(str(review_file), "review")
@@ -231,4 +316,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
                "rejected": summary.rejected, "pending": summary.pending}
     metrics.update({f"pixels_changed_{k}": v for k, v in summary.pixels.items()})
     metrics.update({f"instances_changed_{k}": v for k, v in summary.instances.items()})
+    for when, ious in quality.get("label_iou", {}).items():
+        metrics.update({f"label_{k}/{when}": v for k, v in ious.items()})
+    metrics.update(quality.get("proposal_quality", {}))
+    if quality:
+        log.info("against the truth: label IoU cable %.4f -> %.4f; accepted enlargement precision %.3f recall %.3f, "
+                 "perplexed precision %.3f recall %.3f", quality["label_iou"]["before"]["iou_cable"],
+                 quality["label_iou"]["after"]["iou_cable"], *(quality["proposal_quality"][f"{kind}/{m}"]
+                 for kind in ("enlarge", "perplexed") for m in ("precision", "recall")))
     return metrics
