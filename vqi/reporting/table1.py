@@ -21,7 +21,7 @@ METRICS = (
     Column("time", "Time(s)↓", "lower", digits=3),
 )
 LABELS = {"gradcam": "GradCAM", "gradcampp": "GradCAM++", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-          "scorecam": "ScoreCAM", "layercam": "LayerCAM"}
+          "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM"}
 
 
 @dataclass(frozen=True)
