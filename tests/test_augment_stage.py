@@ -14,11 +14,13 @@ import pytest
 from PIL import Image
 import torch
 from processed_factory import write_processed
+from scipy import ndimage
 
 from vqi import tracking
 from vqi.augment import regions
 from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset
+from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
 from vqi.models.checkpoint import save_checkpoint
 from vqi.models.factory import build_model
@@ -168,3 +170,102 @@ def test_a_bad_review_file_names_its_row_and_field(setup):
     _write_rows(cfg.augment.review_file, rows)
     with pytest.raises(ValueError, match=r"review.csv, row 2: field 'decision'"):
         _run(cfg)
+
+
+# --- the known-truth study's arms: dilate, random_cam, the oracle, quality against truth -----
+
+def _write_truth(processed: Path) -> dict[str, np.ndarray]:
+    """True masks for the train split: cables one pixel wider than annotated, and a distractor
+    stripe (5) on background near the top of each image."""
+    truths = {}
+    for stem, label in _masks(processed, "train").items():
+        truth = label.copy()
+        truth[regions.dilate(label == 1, 1) & (label == 0)] = 1
+        stripe = np.zeros_like(label, bool)
+        stripe[2:4, 4:40] = True
+        truth[stripe & (truth == 0)] = 5
+        (processed / "masks_truth" / "train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(truth).save(processed / "masks_truth" / "train" / f"{stem}.png")
+        truths[stem] = truth
+    return truths
+
+
+def test_dilate_proposes_every_cable_instance_without_a_model(setup):
+    processed, make = setup
+    cfg = make("augment.proposer=dilate", "augment.policy=accept_all", "augment.enlarge.k=1",
+               "augment.checkpoint=/nonexistent.pt")                 # no model is loaded
+    metrics = _run(cfg)
+    rows = _rows(cfg.augment.review_file)
+    doc = json.loads((processed / "annotations" / "train.json").read_text())
+    cables = {(Path(img["file_name"]).stem, a["id"]) for img in doc["images"] for a in doc["annotations"]
+              if a["image_id"] == img["id"] and a["category_id"] == 1}
+    assert {(r["image"], int(r["annotation_id"])) for r in rows} == cables
+    assert {r["kind"] for r in rows} == {"enlarge"} and {r["score"] for r in rows} == {"1.0"}
+    assert metrics["accepted"] == len(rows) and "label_iou_cable/after" not in metrics  # no truth here
+    old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
+    cross = ndimage.generate_binary_structure(2, 1)                   # a 1-px disc
+    for img in doc["images"]:
+        stem = Path(img["file_name"]).stem
+        grown = np.zeros((48, 48), bool)
+        for a in doc["annotations"]:
+            if a["image_id"] == img["id"] and a["category_id"] == 1:
+                instance = instance_mask(a, 48, 48)
+                grown |= ndimage.binary_dilation(instance, cross) & ~instance
+        assert np.array_equal(old[stem] != new[stem], grown & (old[stem] == 0)), stem
+
+
+def test_oracle_decides_by_truth_and_quality_is_reported(setup):
+    processed, make = setup
+    truths = _write_truth(processed)
+    cfg = make("augment.policy=oracle", "augment.enlarge.k=1")
+    metrics = _run(cfg)
+    rows = _rows(cfg.augment.review_file)
+    assert rows and {r["kind"] for r in rows} == {"enlarge", "perplexed"}
+    for r in rows:                                    # the decision, recomputed independently
+        region = regions.decode(r["region"], 48, 48)
+        target = 1 if r["kind"] == "enlarge" else 5
+        precision = (region & (truths[r["image"]] == target)).sum() / region.sum()
+        assert r["decision"] == ("accept" if precision >= 0.5 else "reject"), r["proposal_id"]
+    assert any(r["decision"] == "accept" for r in rows) and any(r["decision"] == "reject" for r in rows)
+    old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
+    changed = sum(((old[s] == 0) & (new[s] == 1)).sum() for s in old)
+    correct = sum(((old[s] == 0) & (new[s] == 1) & (truths[s] == 1)).sum() for s in old)
+    assert metrics["enlarge/precision"] == pytest.approx(correct / changed)
+    missed = sum(((truths[s] == 1) & (old[s] != 1)).sum() for s in old)
+    assert metrics["enlarge/recall"] == pytest.approx(correct / missed)
+    def cable_iou(masks):
+        inter = sum(((masks[s] == 1) & (truths[s] == 1) & (masks[s] != 255)).sum() for s in masks)
+        union = sum((((masks[s] == 1) | (truths[s] == 1)) & (masks[s] != 255)).sum() for s in masks)
+        return inter / union
+    assert metrics["label_iou_cable/before"] == pytest.approx(cable_iou(old))
+    assert metrics["label_iou_cable/after"] == pytest.approx(cable_iou(new))
+    summary = json.loads((processed / "annotations" / "train_augmented_summary.json").read_text())
+    assert summary["policy"] == "oracle" and summary["label_iou"]["after"]["iou_cable"] == pytest.approx(cable_iou(new))
+
+
+def test_a_fully_fallible_oracle_inverts_every_decision(setup):
+    processed, make = setup
+    _write_truth(processed)
+    first = make("augment.policy=oracle")
+    _run(first)
+    decided = {r["proposal_id"]: r["decision"] for r in _rows(first.augment.review_file)}
+    flipped = make("augment.policy=oracle", "augment.oracle.flip=1.0", "augment.force=true")
+    _run(flipped)
+    inverted = {r["proposal_id"]: r["decision"] for r in _rows(flipped.augment.review_file)}
+    assert inverted == {k: {"accept": "reject", "reject": "accept"}[v] for k, v in decided.items()}
+
+
+def test_the_oracle_needs_truth(setup):
+    processed, make = setup
+    with pytest.raises(FileNotFoundError, match="augment.policy=oracle decides from the true masks"):
+        _run(make("augment.policy=oracle"))
+
+
+def test_random_cam_proposer_uses_random_cam_maps(setup):
+    processed, make = setup
+    cfg = make("augment.proposer=random_cam", "augment.policy=accept_all")
+    metrics = _run(cfg)
+    source = json.loads(Path(cfg.augment.review_file).with_suffix(".source.json").read_text())
+    assert source["method"] == "random_cam" and metrics["proposals"] > 0
+    with pytest.raises(ValueError, match="augment.proposer: expected one of cam, random_cam, dilate"):
+        _run(make("augment.proposer=gradcam", "augment.force=true"))

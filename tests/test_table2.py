@@ -1,6 +1,8 @@
 """Table II from tracked test runs: the latest original and enhanced runs, IoU in %, best marked."""
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pytest
 
@@ -41,3 +43,20 @@ def test_table2_from_the_latest_original_and_enhanced_runs(make_cfg):
     assert first in text and second in text
     csv_text = open(cfg.paths.tables_dir + "/table2.csv").read()
     assert csv_text.splitlines()[0].startswith("Model,cable,tower_wooden")
+    assert not os.path.exists(cfg.paths.tables_dir + "/table2_truth.md")   # no truth: no such table
+
+
+def test_table2_against_truth_beside_annotation_when_the_test_split_has_truth(make_cfg):
+    cfg = make_cfg(stage="report")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    truth = {f"truth/{k}": v - 0.05 for k, v in IOU.items()}
+    _log(experiment_id, "test", str(cfg.test.checkpoint), {**IOU, **truth})
+    _log(experiment_id, "retrain", str(enhanced_config(cfg).test.checkpoint),
+         {**IOU, **truth, "truth/iou_cable": 0.6})
+    with mlflow.start_run(experiment_id=experiment_id):
+        table2(cfg, experiment_id)
+    annotated = open(cfg.paths.tables_dir + "/table2.md").read()
+    against = open(cfg.paths.tables_dir + "/table2_truth.md").read()
+    assert "| Original | **55.06** |" in annotated and "against truth" not in annotated   # a tie: both bold
+    assert "Table II against truth" in against
+    assert "| Original | 50.06 | **89.75** |" in against and "| Enhanced | **60.00** |" in against

@@ -111,9 +111,10 @@ def test_bn_momentum_override_reaches_every_batchnorm():
     assert set_bn_momentum(model, 0.2) == len(bns) and {m.momentum for m in bns} == {0.2}
 
 
-def independent_test_iou(model, processed: Path, split: str) -> list[float]:
+def independent_test_iou(model, processed: Path, split: str, masks: str = "masks") -> list[float]:
     """Per-class IoU over the split, computed apart from the stage: own image loading and
-    normalisation, predictions one image at a time, pixel counts with boolean masks."""
+    normalisation, predictions one image at a time, pixel counts with boolean masks
+    (`masks="masks_truth"`: against the true masks, distractors (5) as background)."""
     doc = json.loads((processed / "annotations" / f"{split}.json").read_text())
     inter, union = np.zeros(5), np.zeros(5)
     mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
@@ -123,7 +124,8 @@ def independent_test_iou(model, processed: Path, split: str) -> list[float]:
         with torch.no_grad():
             pred = model(x)["out"][0].argmax(0).numpy()
         pred[pred == 5] = 0
-        gt = np.array(Image.open(processed / "masks" / split / f"{Path(img['file_name']).stem}.png"))
+        gt = np.array(Image.open(processed / masks / split / f"{Path(img['file_name']).stem}.png"))
+        gt[gt == 5] = 0
         valid = gt != 255
         for c in range(5):
             inter[c] += ((gt == c) & (pred == c) & valid).sum()
@@ -163,6 +165,51 @@ def test_train_then_test_stage(make_cfg, processed, tracked, tmp_path):
     assert (out_dir / "confusion.png").is_file() and len(list((out_dir / "overlays").glob("*.png"))) == 2
     logged = {a.path for a in tracked.client.list_artifacts(test_run, "test")}
     assert {"test/metrics.json", "test/confusion.png", "test/overlays"} <= logged
+
+
+def write_truth(processed: Path, split: str) -> None:
+    """True masks for a split: cables one pixel wider than annotated, a distractor (5) stripe."""
+    for path in (processed / "masks" / split).glob("*.png"):
+        label = np.array(Image.open(path))
+        truth = label.copy()
+        wider = np.zeros_like(label, bool)
+        wider[:, 1:] |= label[:, :-1] == 1
+        wider[1:, :] |= label[:-1, :] == 1
+        truth[wider & (label == 0)] = 1
+        truth[5:7, 10:50][truth[5:7, 10:50] == 0] = 5
+        (processed / "masks_truth" / split).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(truth).save(processed / "masks_truth" / split / path.name)
+
+
+def test_test_stage_scores_against_truth_beside_annotation(make_cfg, processed, tracked):
+    write_truth(processed, "test")
+    base = [*SMALL, f"data.processed_dir={processed}", "train.epochs=1", "train.eval_untrained=false"]
+    tracked(train_stage, make_cfg(*base, stage="train"))
+    cfg = make_cfg(*base, stage="test")
+    result, _ = tracked(test_stage, cfg)
+    model, _ = load_model(Path(cfg.test.checkpoint))
+    names = ["background", "cable", "tower_lattice", "tower_tucohy", "tower_wooden"]
+    for prefix, masks in (("", "masks"), ("truth/", "masks_truth")):
+        want = independent_test_iou(model, processed, "test", masks)
+        got = [result[f"{prefix}iou_{n}"] for n in names]
+        assert np.allclose(got, want, equal_nan=True, atol=1e-9), (prefix, got, want)
+    saved = json.loads((Path(cfg.test.output_dir) / "metrics.json").read_text())
+    assert saved["truth_confusion_matrix"] is not None and "truth/iou_overall" in saved["metrics"]
+
+
+def test_training_on_truth_reads_the_true_masks_with_distractors_as_background(make_cfg, processed, tracked):
+    write_truth(processed, "train")
+    write_truth(processed, "val")
+    ds = SegmentationDataset(processed, "train", None, labels="truth")
+    raw = np.array(Image.open(processed / "masks_truth" / "train" / "train_000.png"))
+    _, mask, _ = ds[0]
+    assert (raw == 5).any() and np.array_equal(mask.numpy(), np.where(raw == 5, 0, raw))
+    with pytest.raises(ValueError, match="labels: expected one of annotated, truth"):
+        SegmentationDataset(processed, "train", None, labels="guess")
+    cfg = make_cfg(*SMALL, f"data.processed_dir={processed}", "train.epochs=1", "train.labels=truth",
+                   "train.tag=truth", stage="train")
+    metrics, _ = tracked(train_stage, cfg)
+    assert load_checkpoint(Path(cfg.train.checkpoint_dir) / "last.pt")["config"]["train"]["labels"] == "truth"
 
 
 def test_rerun_reuses_a_finished_training_and_refuses_another_config(make_cfg, processed, tracked):

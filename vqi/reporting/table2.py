@@ -30,9 +30,9 @@ class ModelResult:
     checkpoint: str
 
 
-def build_table2(results: list[ModelResult], notes: list[str]) -> Table:
-    table = Table("Model", COLUMNS, caption="Table II: test IoU (%) of the original and enhanced models",
-                  notes=list(notes))
+def build_table2(results: list[ModelResult], notes: list[str],
+                 caption: str = "Table II: test IoU (%) of the original and enhanced models") -> Table:
+    table = Table("Model", COLUMNS, caption=caption, notes=list(notes))
     for result in results:
         table.rows.append((result.name, {c.key: 100 * result.metrics[c.key]
                                          for c in COLUMNS if c.key in result.metrics}))
