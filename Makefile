@@ -9,7 +9,10 @@ TABLES := outputs/tables
 VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$(FORCE)),true,false) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo table1 table2 paper serve test test-all
+SEEDS ?= 1 2 3 4 5
+STUDY_ARGS ?= train.epochs=24 'xai_methods=[gradcam,gradcampp,xgradcam,hirescam]'
+
+.PHONY: help install demo table1 table2 paper study study-dose serve test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +38,13 @@ table2: install ## Table II: Table I's chain, then augment, retrain and report (
 
 paper: table2 ## Both tables of the paper (reruns reuse finished stages)
 	@cat $(TABLES)/table1.md
+
+study: install ## Known-truth study: every arm on SEEDS (default 1-5) -> outputs/tables/study.md (resumes; STUDY_ARGS=overrides)
+	$(PY) scripts/study.py --seeds $(SEEDS) -- $(STUDY_ARGS)
+
+study-dose: install ## Dose-response: original, cam and dilate over annotation width factors 1.0 0.7 0.5 0.3 -> study_dose.md
+	$(PY) scripts/study.py --seeds $(SEEDS) --arms original cam dilate --width-factors 1.0 0.7 0.5 0.3 \
+		--output-dir outputs/study-dose --table-name study_dose -- $(STUDY_ARGS)
 
 serve: install ## The inspection web app and review page on http://127.0.0.1:8000 (ARGS=serve.port=8080)
 	$(VQI) stage=serve

@@ -15,7 +15,7 @@ Table I, the chosen method), then each arm on it:
 Each arm is `stage=augment` + `stage=retrain` into its own split, review folder and checkpoint
 folder. Every (seed, width factor, arm) result is appended to `<output-dir>/results.jsonl` as it
 finishes; a rerun skips finished ones (and the stages reuse finished work), so a killed study
-resumes. The table goes to `<tables-dir>/study.{md,csv,tex}`.
+resumes. The table goes to `<tables-dir>/<table-name>.{md,csv,tex}` (default `outputs/tables/study.*`).
 
     python scripts/study.py --seeds 1 2 3 4 5
     python scripts/study.py --seeds 1 2 3 --arms original cam dilate --width-factors 1.0 0.7 0.5 0.3
@@ -131,6 +131,7 @@ def main() -> None:
                         help="dose-response: noise.cable_width_factor values (default: the config's)")
     parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "outputs" / "study")
     parser.add_argument("--tables-dir", type=Path, default=PROJECT_ROOT / "outputs" / "tables")
+    parser.add_argument("--table-name", default="study", help="the table's file stem in --tables-dir")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
     out = args.output_dir.resolve()
@@ -176,7 +177,7 @@ def main() -> None:
     for factor in factors:
         notes += comparisons(records, factor)
     table, _ = study_table(records, "Known-truth study: annotation enhancement arms against the original", notes)
-    paths = write_table(table, args.tables_dir, "study")
+    paths = write_table(table, args.tables_dir, args.table_name)
     print(table.markdown())
     print("written:", ", ".join(map(str, paths)))
 
