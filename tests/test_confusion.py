@@ -1,4 +1,4 @@
-"""IoU from one confusion matrix, exactly as shared/spec/xai-metrics.md 'Segmentation quality'."""
+"""IoU from one confusion matrix, exactly as docs/metrics.md 'Segmentation quality'."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The project's fixed class ids (see shared/spec/xai-metrics.md)."""
+"""The project's fixed class ids (see docs/metrics.md)."""
 
 BACKGROUND = 0
 IGNORE_INDEX = 255

@@ -1,4 +1,4 @@
-"""Segmentation quality from one confusion matrix over a whole split (shared/spec/xai-metrics.md).
+"""Segmentation quality from one confusion matrix over a whole split (docs/metrics.md).
 
 Rows are ground truth, columns prediction. Pixels labelled 255 are ignored; class 5
 (`perplexed`, only in augmented training sets) counts as background in both.

@@ -59,7 +59,7 @@ def latency_ms(predict: Predict, example: np.ndarray, runs: int = 20, warmup: in
 
 def split_metrics(predict: Predict, batches: Iterable[tuple[np.ndarray, np.ndarray]],
                   num_classes: int, class_names: list[str]) -> dict[str, float]:
-    """IoU per class and Overall (shared/spec/xai-metrics.md) of one runtime over (images, masks)."""
+    """IoU per class and Overall (docs/metrics.md) of one runtime over (images, masks)."""
     confusion = ConfusionMatrix(num_classes)
     for images, masks in batches:
         pred = predict(images).argmax(axis=1)

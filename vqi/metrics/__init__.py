@@ -1,1 +1,1 @@
-"""Plausibility and faithfulness of explanation maps (shared/spec/xai-metrics.md); library code."""
+"""Plausibility and faithfulness of explanation maps (docs/metrics.md); library code."""

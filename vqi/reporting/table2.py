@@ -1,6 +1,6 @@
 """Table II: per-class test IoU (%) of the original and the enhanced model, in the paper's layout.
 
-Overall is the mean IoU of the four foreground classes (shared/spec/xai-metrics.md); background
+Overall is the mean IoU of the four foreground classes (docs/metrics.md); background
 IoU and the five-class mIoU stand beside it, never instead of it.
 """
 from __future__ import annotations

@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     results = [found[m] for m in wanted] + [found[m] for m in sorted(found) if m not in wanted]
     missing = [m for m in cfg.xai_methods if m not in found]
     notes = [f"Checkpoint {checkpoint} (sha256 {checkpoint_hash}); units = (image, foreground class) "
-             "pairs with ground truth and target pixels (shared/spec/xai-metrics.md)."]
+             "pairs with ground truth and target pixels (docs/metrics.md)."]
     skipped = sorted({k for r in results for k in r.metrics if k.startswith("skipped/")})
     if skipped:
         notes.append("Skipped units: " + ", ".join(

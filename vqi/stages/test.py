@@ -1,7 +1,7 @@
 """stage=test: a checkpoint on a split -> per-class IoU, confusion matrix figure, overlays.
 
 Config keys read: `device`, `data.processed_dir`, `test.{checkpoint, split, batch_size,
-num_workers, amp, overlays, transform, output_dir}`. IoU follows shared/spec/xai-metrics.md
+num_workers, amp, overlays, transform, output_dir}`. IoU follows docs/metrics.md
 "Segmentation quality": one confusion matrix over the whole split, 255 ignored, predicted
 `perplexed` counted as background; Overall = mean IoU of the four foreground classes.
 When the split has true masks (`masks_truth/<split>/`, generated data), the same predictions are

@@ -1,4 +1,4 @@
-"""Random-CAM: the floor every method must beat (shared/spec/xai-metrics.md, "Trusting the
+"""Random-CAM: the floor every method must beat (docs/metrics.md, "Trusting the
 explanations"). L = ReLU(sum_k w_k A^k) with w_k ~ U(-1, 1) per channel, then the usual
 normalisation and resize: a map built from the model's own activations but blind to the class.
 

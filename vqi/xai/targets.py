@@ -1,4 +1,4 @@
-"""Evaluation units and explanation targets (shared/spec/xai-metrics.md, "Units" and "Target").
+"""Evaluation units and explanation targets (docs/metrics.md, "Units" and "Target").
 
 A unit is (image, foreground class c) with |G_c| > 0 and |T_c| > 0, where T_c is the target
 mask: the predicted mask P_c (`target="pred"`, default) or the ground truth G_c (`"gt"`).
