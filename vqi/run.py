@@ -1,7 +1,8 @@
 """The one entry point: `python -m vqi.run stage=<name> [overrides]`.
 
 It composes the config, opens one MLflow run per stage, calls the stage, and closes the run
-(FAILED if the stage raised). `stage=all` runs every registered stage in order.
+(FAILED if the stage raised). `stage=all` runs every registered stage in order. SIGTERM or
+SIGHUP stops it cleanly: the open run ends KILLED, temporary files go, the exit status is 128+N.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from vqi import config as vqi_config
 from vqi import tracking
 from vqi.data.prepared import current_fingerprint
 from vqi.stages import PER_METHOD, PIPELINE, UnknownStageError, load_stage
+from vqi.utils.stopping import Stopped, stop_on_signals
 
 log = logging.getLogger("vqi")
 
@@ -120,11 +122,16 @@ def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    jobs = _jobs(cfg)
-    experiment_id = (tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-                     if _rank() == 0 else "")
-    for stage, job_cfg in jobs:
-        run_stage(job_cfg, stage, experiment_id)
+    try:
+        with stop_on_signals():
+            jobs = _jobs(cfg)
+            experiment_id = (tracking.configure(cfg.tracking.uri, cfg.tracking.experiment,
+                                                cfg.tracking.artifact_location) if _rank() == 0 else "")
+            for stage, job_cfg in jobs:
+                run_stage(job_cfg, stage, experiment_id)
+    except Stopped as stop:  # the runs are ended (KILLED) and temporary files removed by now
+        log.error("%s: exiting with status %d", stop, stop.exit_code)
+        raise SystemExit(stop.exit_code) from None
 
 
 vqi_config.register_resolvers()

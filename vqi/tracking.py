@@ -13,6 +13,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from vqi import PROJECT_ROOT
+from vqi.utils.stopping import Stopped
 
 MAX_PARAM_LEN = 500
 
@@ -66,7 +67,9 @@ def stage_run(
     params: Mapping[str, str],
     resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """One MLflow run around a stage: FINISHED on success, FAILED (and re-raised) on error.
+    """One MLflow run around a stage: FINISHED on success; KILLED when the process is stopped
+    (SIGTERM/SIGHUP/Ctrl-C) and FAILED on an error, both re-raised, with the reason in the tag
+    `end_reason`.
 
     A resumed run (`resume_run_id`) keeps its params; a new one logs `params`.
     """
@@ -79,10 +82,21 @@ def stage_run(
             for start in range(0, len(keys), 100):
                 mlflow.log_params({k: params[k] for k in keys[start:start + 100]})
         yield run
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as err:
+        status, reason = end_state(err)
+        mlflow.set_tag("end_reason", reason[:5000])
+        mlflow.end_run(status=status)
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def end_state(err: BaseException) -> tuple[str, str]:
+    """(MLflow status, reason) for a run that `err` ended."""
+    if isinstance(err, Stopped):
+        return "KILLED", str(err)
+    if isinstance(err, KeyboardInterrupt):
+        return "KILLED", "interrupted (SIGINT)"
+    return "FAILED", f"{type(err).__name__}: {err}"
 
 
 def log_dir_if_exists(path: str | Path, artifact_path: str) -> None:

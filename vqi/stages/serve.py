@@ -7,7 +7,8 @@ checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best
 `serve.masks_dir`, `serve.work_dir`, `serve.class_map`, `serve.void`, `serve.point_tolerance`,
 `tracking.uri`, `tracking.experiment`.
 
-Binds 127.0.0.1 by default and serves until interrupted (Ctrl-C ends the run as FINISHED).
+Binds 127.0.0.1 by default and serves until interrupted (Ctrl-C ends the run as FINISHED;
+SIGTERM, e.g. a container stop, ends it KILLED and exits 143).
 Never part of `stage=all`.
 """
 from __future__ import annotations
