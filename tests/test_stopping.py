@@ -69,3 +69,44 @@ def test_sigterm_stops_serve_with_its_run_killed(tmp_path, tmp_paths):
     assert proc.returncode == 128 + signal.SIGTERM, "".join(lines) + out[-3000:]
     (run,) = runs(tmp_path, "serve")
     assert run.info.status == "KILLED" and run.data.tags["end_reason"] == "stopped by SIGTERM"
+
+
+def test_a_later_run_closes_runs_and_removes_folders_of_a_process_killed_with_sigkill(tmp_path, tmp_paths):
+    proc = start_prepare(tmp_path, tmp_paths)
+    proc.kill()
+    proc.communicate(timeout=60)
+    processed = tmp_path / "data" / "processed"
+    (left,) = processed.glob(TMP_GLOB)
+    (killed,) = runs(tmp_path, "prepare")
+    assert killed.info.status == "RUNNING" and killed.data.tags["pid"] == str(proc.pid)
+    later = start_cli(tmp_path, "stage=prepare", "data.generator.num_images=4", "data.generator.size=64",
+                      "data.preview_images=0", *tmp_paths)
+    out = later.communicate(timeout=300)[0]
+    assert later.returncode == 0, out[-3000:]
+    assert not left.exists() and not list(processed.glob(".synthetic-160.*"))
+    status = {r.info.run_id: r for r in runs(tmp_path, "prepare")}
+    assert status[killed.info.run_id].info.status == "KILLED"
+    assert f"process {proc.pid} on " in status[killed.info.run_id].data.tags["end_reason"]
+    assert sorted(r.info.status for r in status.values()) == ["FINISHED", "KILLED"]
+
+
+def test_runs_and_folders_of_live_processes_or_other_hosts_are_kept(tmp_path):
+    import mlflow
+
+    from vqi import tracking
+    from vqi.data import prepared
+    from vqi.utils.owner import Owner
+
+    experiment = tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "vqi")
+    me, elsewhere = Owner.me(), Owner("another-host.invalid", 1, "1")
+    ids = []
+    for owner in (me, elsewhere):
+        run = mlflow.MlflowClient().create_run(experiment, tags=owner.tags())
+        ids.append(run.info.run_id)
+    assert tracking.close_stale_runs(experiment) == []
+    out = tmp_path / "prepared"
+    for owner in (me, elsewhere):
+        (tmp_path / f".prepared.tmp-{owner.token()}-abc123").mkdir()
+    assert prepared.remove_stale_siblings(out) == []
+    for run_id in ids:
+        mlflow.MlflowClient().set_terminated(run_id)

@@ -3,6 +3,8 @@
 It composes the config, opens one MLflow run per stage, calls the stage, and closes the run
 (FAILED if the stage raised). `stage=all` runs every registered stage in order. SIGTERM or
 SIGHUP stops it cleanly: the open run ends KILLED, temporary files go, the exit status is 128+N.
+Runs are tagged with host and pid; runs whose process died unannounced (kill -9) are closed as
+KILLED by the next invocation.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from vqi import config as vqi_config
 from vqi import tracking
 from vqi.data.prepared import current_fingerprint
 from vqi.stages import PER_METHOD, PIPELINE, UnknownStageError, load_stage
+from vqi.utils.owner import Owner
 from vqi.utils.stopping import Stopped, stop_on_signals
 
 log = logging.getLogger("vqi")
@@ -34,6 +37,7 @@ def _tags(cfg: DictConfig, stage: str) -> dict[str, str]:
         "stage": stage,
         "git_commit": tracking.git_commit(),
         "experiment_name": str(cfg.experiment_name),
+        **Owner.me().tags(),  # a later run closes this one if the process dies unannounced
     }
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -127,6 +131,8 @@ def main(cfg: DictConfig) -> None:
             jobs = _jobs(cfg)
             experiment_id = (tracking.configure(cfg.tracking.uri, cfg.tracking.experiment,
                                                 cfg.tracking.artifact_location) if _rank() == 0 else "")
+            if experiment_id:
+                tracking.close_stale_runs(experiment_id)
             for stage, job_cfg in jobs:
                 run_stage(job_cfg, stage, experiment_id)
     except Stopped as stop:  # the runs are ended (KILLED) and temporary files removed by now

@@ -4,6 +4,7 @@ Only `vqi.run` and stage modules import this; library code stays free of MLflow.
 """
 from __future__ import annotations
 
+import logging
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,10 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from vqi import PROJECT_ROOT
+from vqi.utils.owner import Owner
 from vqi.utils.stopping import Stopped
+
+log = logging.getLogger(__name__)
 
 MAX_PARAM_LEN = 500
 
@@ -112,3 +116,23 @@ def find_finished_run(experiment_id: str, stage: str, reuse_key: str):
                       "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """End as KILLED every RUNNING run whose process (tags `host`, `pid`, `pid_start`) is gone,
+    e.g. after `kill -9` or a power cut; returns their ids. Runs of other hosts are left alone:
+    their process may be alive."""
+    client = MlflowClient()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        owner = Owner.from_tags(run.data.tags)
+        if owner is None or not owner.is_gone():
+            continue
+        reason = (f"process {owner.pid} on {owner.host} ended without closing the run (killed?); "
+                  f"closed by process {Owner.me().pid}")
+        client.set_tag(run.info.run_id, "end_reason", reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("run %s (%s): %s", run.info.run_name, run.info.run_id, reason)
+        closed.append(run.info.run_id)
+    return closed
