@@ -1,7 +1,8 @@
 """The one entry point: `python -m vqi.run stage=<name> [overrides]`.
 
 It composes the config, opens one MLflow run per stage, calls the stage, and closes the run
-(FAILED if the stage raised). `stage=all` runs every registered stage in order. SIGTERM or
+(FAILED if the stage raised). `stage=all` runs every pipeline step in order, each in a run of
+its own with its own composed config, nested in one parent run of the invocation. SIGTERM or
 SIGHUP stops it cleanly: the open run ends KILLED, temporary files go, the exit status is 128+N.
 Runs are tagged with host and pid; runs whose process died unannounced (kill -9) are closed as
 KILLED by the next invocation.
@@ -13,7 +14,11 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import mlflow
@@ -66,8 +71,33 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, float]:
-    """Run one stage inside its own MLflow run and return its metrics."""
+class Job(NamedTuple):
+    """One stage to run, with the config it runs with and the overrides that composed it."""
+    stage: str
+    cfg: DictConfig
+    overrides: list[str]
+    composed: bool = False  # composed here (a step of `all`), not the invocation's own config
+
+
+def _log_config(job: Job) -> None:
+    """Log the config this stage ran with as `.hydra/`: `config.yaml` and `overrides.yaml` of
+    the job itself (a step of `all` records its own stage and method, not the outer config),
+    and Hydra's `hydra.yaml` for the invocation's own config."""
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(job.cfg), encoding="utf-8")
+        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(job.overrides))),
+                                               encoding="utf-8")
+        if not job.composed and (hydra_dir / "hydra.yaml").is_file():
+            shutil.copyfile(hydra_dir / "hydra.yaml", folder / "hydra.yaml")
+        mlflow.log_artifacts(str(folder), artifact_path=".hydra")
+
+
+def run_stage(job: Job, experiment_id: str, pipeline_id: str = "") -> dict[str, float]:
+    """Run one stage inside its own MLflow run (nested in the active one, if any) and return
+    its metrics."""
+    cfg, stage = job.cfg, job.stage
     module = load_stage(stage)
     if _rank() != 0:  # under torchrun only rank 0 tracks; the others just run the stage
         return module.run(cfg) or {}
@@ -81,10 +111,14 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
             return dict(done.data.metrics)
     resume = module.resume_run_id(cfg) if hasattr(module, "resume_run_id") else None
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-    tags = {**_tags(cfg, stage), **({"reuse_key": key} if key else {})}
+    tags = {**_tags(cfg, stage), **({"reuse_key": key} if key else {}),
+            **({"pipeline_id": pipeline_id} if pipeline_id else {})}
+    parent = mlflow.active_run()
+    if parent is not None and resume:  # a resumed run moves under this invocation's parent
+        tags["mlflow.parentRunId"] = parent.info.run_id
     log.info("stage %s: MLflow run %s%s", stage, name, f" (resuming {resume})" if resume else "")
     with tracking.stage_run(experiment_id, name, tags, params, resume) as active:
-        tracking.log_dir_if_exists(Path(HydraConfig.get().runtime.output_dir) / ".hydra", ".hydra")
+        _log_config(job)
         metrics = module.run(cfg) or {}
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
@@ -97,17 +131,18 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
     return metrics
 
 
-def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """(stage, config) pairs to run: one for a named stage, the whole pipeline for `all`.
+def _jobs(cfg: DictConfig) -> list[Job]:
+    """The stages to run: one for a named stage, the whole pipeline for `all`.
 
-    `until=<stage>` ends `all` after that stage's first step. In `all`, a per-method stage is
-    composed again with `xai=<method>` for every method of `xai_methods`, keeping the command
-    line's own overrides.
+    `until=<stage>` ends `all` after that stage's first step. In `all`, every step is composed
+    again with `stage=<step>` (and a per-method step with `xai=<method>` for every method of
+    `xai_methods`), keeping the command line's own overrides, so its run records its own config.
     """
+    task = list(HydraConfig.get().overrides.task)
     if cfg.stage != "all":
         load_stage(cfg.stage)  # fail on an unknown name before any run is opened
-        return [(cfg.stage, cfg)]
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("stage=")]
+        return [Job(cfg.stage, cfg, task)]
+    overrides = [o for o in task if o.lstrip("+~").split("=", 1)[0] != "stage"]
     steps = list(PIPELINE)
     if cfg.until:
         if cfg.until not in steps:
@@ -115,13 +150,28 @@ def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
         steps = steps[:steps.index(cfg.until) + 1]
     jobs = []
     for stage in steps:
-        if stage in PER_METHOD:
-            for method in cfg.xai_methods:
-                jobs.append((stage, compose(config_name="config",
-                                            overrides=[*overrides, f"stage={stage}", f"xai={method}"])))
-        else:
-            jobs.append((stage, cfg))
+        methods = [[f"xai={m}"] for m in cfg.xai_methods] if stage in PER_METHOD else [[]]
+        for extra in methods:
+            job_overrides = [*overrides, f"stage={stage}", *extra]
+            jobs.append(Job(stage, compose(config_name="config", overrides=job_overrides), job_overrides, True))
     return jobs
+
+
+def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
+    """Run `jobs`; for `stage=all` inside one parent run that groups them (tag `pipeline_id`,
+    the parent's id, on every run of the invocation)."""
+    if cfg.stage != "all" or not experiment_id:
+        for job in jobs:
+            run_stage(job, experiment_id, uuid.uuid4().hex if experiment_id else "")
+        return
+    params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    name = f"all-{cfg.experiment_name}" + (f"-until-{cfg.until}" if cfg.until else "")
+    with tracking.stage_run(experiment_id, name, _tags(cfg, "all"), params) as parent:
+        pipeline_id = parent.info.run_id
+        mlflow.set_tag("pipeline_id", pipeline_id)
+        _log_config(Job("all", cfg, list(HydraConfig.get().overrides.task)))
+        for job in jobs:
+            run_stage(job, experiment_id, pipeline_id)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -133,8 +183,7 @@ def main(cfg: DictConfig) -> None:
                                                 cfg.tracking.artifact_location) if _rank() == 0 else "")
             if experiment_id:
                 tracking.close_stale_runs(experiment_id)
-            for stage, job_cfg in jobs:
-                run_stage(job_cfg, stage, experiment_id)
+            _run_pipeline(cfg, jobs, experiment_id)
     except Stopped as stop:  # the runs are ended (KILLED) and temporary files removed by now
         log.error("%s: exiting with status %d", stop, stop.exit_code)
         raise SystemExit(stop.exit_code) from None

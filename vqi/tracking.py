@@ -75,10 +75,12 @@ def stage_run(
     (SIGTERM/SIGHUP/Ctrl-C) and FAILED on an error, both re-raised, with the reason in the tag
     `end_reason`.
 
-    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`.
+    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`. Started while
+    another run is active, it is nested in it (a step of `stage=all`).
     """
     run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
-                           run_name=None if resume_run_id else run_name)
+                           run_name=None if resume_run_id else run_name,
+                           nested=mlflow.active_run() is not None)
     try:
         mlflow.set_tags(dict(tags))
         if resume_run_id is None:
@@ -101,11 +103,6 @@ def end_state(err: BaseException) -> tuple[str, str]:
     if isinstance(err, KeyboardInterrupt):
         return "KILLED", "interrupted (SIGINT)"
     return "FAILED", f"{type(err).__name__}: {err}"
-
-
-def log_dir_if_exists(path: str | Path, artifact_path: str) -> None:
-    if Path(path).is_dir():
-        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
 
 
 def find_finished_run(experiment_id: str, stage: str, reuse_key: str):
