@@ -31,3 +31,15 @@ def test_unknown_stage_lists_the_valid_ones(run_cli):
     proc = run_cli("stage=bogus", check=False)
     assert proc.returncode != 0
     assert "unknown stage 'bogus'; valid stages: prepare" in proc.stderr
+
+
+def test_unknown_stage_makes_no_run_folder(run_cli, tmp_path):
+    proc = run_cli("stage=trian", check=False)
+    assert proc.returncode == 2 and "unknown stage 'trian'" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_no_stage_says_so_plainly(run_cli, tmp_path):
+    proc = run_cli(check=False)
+    assert proc.returncode == 2 and "no stage given: python -m vqi.run stage=<name>" in proc.stderr
+    assert "exception formatting" not in proc.stderr and not (tmp_path / "outputs").exists()

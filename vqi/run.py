@@ -14,7 +14,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -30,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from vqi import config as vqi_config
 from vqi import tracking
 from vqi.data.prepared import current_fingerprint
-from vqi.stages import PER_METHOD, PIPELINE, UnknownStageError, load_stage
+from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_stage, load_stage
 from vqi.utils.owner import Owner
 from vqi.utils.stopping import Stopped, stop_on_signals
 
@@ -189,7 +191,45 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(stop.exit_code) from None
 
 
+_NO_STAGE_NEEDED = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+                    "--shell-completion", "-sc", "--config-name", "-cn", "--config-dir", "-cd"}
+"""Hydra flags that print something, or point at another config, without running a stage."""
+
+
+def stage_argument_error(argv: list[str]) -> str | None:
+    """Why the command line cannot run: no `stage=`, or a stage name that does not exist.
+
+    Checked before Hydra starts, which would otherwise make `outputs/runs/<typo>/` first (or,
+    with no stage at all, fail while formatting its own error). Sweep expressions other than
+    plain comma lists are left to Hydra.
+    """
+    if any(arg.split("=", 1)[0] in _NO_STAGE_NEEDED for arg in argv):
+        return None
+    values = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").split("=", 1)[0] == "stage" and "=" in arg]
+    if not values:
+        return (f"no stage given: python -m vqi.run stage=<name> [overrides]; "
+                f"stages: {', '.join([*STAGES, 'all'])}")
+    for value in values:
+        if not re.fullmatch(r"[\w,]+", value):
+            continue
+        for name in value.split(","):
+            try:
+                check_stage(name)
+            except UnknownStageError as err:
+                return str(err)
+    return None
+
+
+def cli() -> None:
+    """The command line: check the stage argument, then run the Hydra app."""
+    error = stage_argument_error(sys.argv[1:])
+    if error:
+        print(f"vqi: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    main()
+
+
 vqi_config.register_resolvers()
 
 if __name__ == "__main__":
-    main()
+    cli()
