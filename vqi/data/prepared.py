@@ -148,6 +148,8 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
         }
         atomic.write_json(tmp / "summary.json", summary)
         atomic.write_text(tmp / "fingerprint.txt", fingerprint_value + "\n")
+        atomic.public_mode(tmp)  # mkdtemp made it 0700
+        atomic.fsync_tree(tmp)
         _swap_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,6 +176,7 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-{Owner.me().token()}-"))
         os.replace(out_dir, old / "previous")
     os.replace(tmp, out_dir)
+    atomic.fsync_dir(out_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
