@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from cli_factory import cli_env
 from pathlib import Path
 
 import mlflow
@@ -202,7 +203,7 @@ def test_sigkill_mid_epoch_then_rerun_continues(tmp_path, tmp_paths):
     processed = write_processed(tmp_path / "processed", {"train": 24, "val": 4, "test": 4}, size=96)
     args = [sys.executable, "-m", "vqi.run", "stage=train", *SMALL, "data.image_size=96",
             f"data.processed_dir={processed}", "train.epochs=4", "train.eval_untrained=false", *tmp_paths]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = cli_env()
     last = tmp_path / "outputs" / "checkpoints" / "demo" / "baseline" / "last.pt"
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
