@@ -178,6 +178,7 @@ def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    vqi_config.check_config(cfg, list(HydraConfig.get().overrides.task))  # before any data is read
     try:
         with stop_on_signals():
             jobs = _jobs(cfg)
