@@ -1,6 +1,6 @@
 """stage=serve: the local inspection web app and the expert's review page (`make serve`).
 
-Reads: `serve.host`, `serve.port`, `serve.checkpoints` (id -> file), `serve.discover` (also the
+Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (id -> file), `serve.discover` (also the
 checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
 `serve.methods`, `serve.image_size`, `serve.device`, `serve.max_upload_mb`,
 `serve.max_image_pixels`, `serve.cache_models`, `serve.review_file`, `serve.images_dir`,
@@ -72,6 +72,14 @@ def registry_entries(cfg: DictConfig) -> dict[str, Path]:
     return entries
 
 
+def allowed_hosts(cfg: DictConfig) -> list[str]:
+    """Host header names the app answers besides loopback: `serve.allowed_hosts`, and the bound
+    address unless it is a wildcard."""
+    hosts = [str(h) for h in cfg.serve.get("allowed_hosts") or []]
+    bound = str(cfg.serve.host)
+    return hosts + ([bound] if bound not in ("0.0.0.0", "::", "") else [])
+
+
 def build_app(cfg: DictConfig):
     """The app the config describes (also used by tests)."""
     s = cfg.serve
@@ -79,7 +87,7 @@ def build_app(cfg: DictConfig):
     registry = CheckpointRegistry(entries, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models))
     app = create_app(registry, fast_methods(list(s.methods)), s.review_file, s.images_dir, s.masks_dir,
                      s.work_dir, OmegaConf.to_container(s.class_map), str(s.void), float(s.point_tolerance),
-                     int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels))
+                     int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels), allowed_hosts(cfg))
     return app, entries
 
 
