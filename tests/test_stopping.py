@@ -110,3 +110,18 @@ def test_runs_and_folders_of_live_processes_or_other_hosts_are_kept(tmp_path):
     assert prepared.remove_stale_siblings(out) == []
     for run_id in ids:
         mlflow.MlflowClient().set_terminated(run_id)
+
+
+def test_a_resumed_run_keeps_why_it_stopped_as_resumed_after(tmp_path):
+    import mlflow
+
+    from vqi import tracking
+
+    experiment = tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "vqi")
+    first = mlflow.MlflowClient().create_run(experiment, tags={"end_reason": "stopped by SIGTERM"})
+    mlflow.MlflowClient().set_terminated(first.info.run_id, "KILLED")
+    with tracking.stage_run(experiment, "train", {"stage": "train"}, {}, first.info.run_id):
+        pass
+    run = mlflow.MlflowClient().get_run(first.info.run_id)
+    assert run.info.status == "FINISHED" and "end_reason" not in run.data.tags
+    assert run.data.tags["resumed_after"] == "stopped by SIGTERM"

@@ -83,6 +83,8 @@ def stage_run(
                            nested=mlflow.active_run() is not None)
     try:
         mlflow.set_tags(dict(tags))
+        if resume_run_id is not None:
+            _clear_end_reason(run.info.run_id)
         if resume_run_id is None:
             keys = list(params)
             for start in range(0, len(keys), 100):
@@ -94,6 +96,15 @@ def stage_run(
         mlflow.end_run(status=status)
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def _clear_end_reason(run_id: str) -> None:
+    """A resumed run is running again: its old `end_reason` becomes `resumed_after`."""
+    client = MlflowClient()
+    reason = client.get_run(run_id).data.tags.get("end_reason")
+    if reason is not None:
+        client.set_tag(run_id, "resumed_after", reason)
+        client.delete_tag(run_id, "end_reason")
 
 
 def end_state(err: BaseException) -> tuple[str, str]:
