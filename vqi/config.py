@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -121,3 +122,30 @@ def check_config(cfg: DictConfig, overrides: list[str]) -> None:
     _compare(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(base, resolve=False), "", errors)
     if errors:
         raise ConfigError("invalid config: " + "; ".join(errors))
+
+
+LOCATION_KEYS = ("output_dir", "data_dir", "root_dir")
+"""`paths.*` folders that say where a checkout lies, not what it computes."""
+
+
+def relocatable(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (plain containers) with the checkout's own folders (`paths.output_dir`,
+    `data_dir`, `root_dir`) written as `${paths.<key>}` in every string, and `paths` left out:
+    what decides a result, the same in a moved or copied checkout."""
+    paths = config.get("paths") or {}
+    roots = sorted(((str(paths[k]).rstrip("/"), f"${{paths.{k}}}") for k in LOCATION_KEYS if paths.get(k)),
+                   key=lambda item: -len(item[0]))
+
+    tokens = dict(roots)
+    pattern = (re.compile("|".join(f"{re.escape(root)}(?![^/])" for root, _ in roots)) if roots else None)
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        if isinstance(node, str) and pattern is not None:
+            return pattern.sub(lambda m: tokens[m.group(0)], node)
+        return node
+
+    return swap({k: v for k, v in config.items() if k != "paths"})

@@ -53,17 +53,24 @@ def _tags(cfg: DictConfig, stage: str) -> dict[str, str]:
     return tags
 
 
+def _file_hash(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _reuse_key(cfg: DictConfig, module) -> str | None:
     """For a stage that lists its input files (`inputs(cfg)`): a hash of its config and of those
-    files' sizes and times. A finished run with the same key makes a rerun unnecessary."""
+    files' contents, with the checkout's folders as placeholders (so a moved or copied checkout
+    reuses its runs). A finished run with the same key makes a rerun unnecessary."""
     if not hasattr(module, "inputs"):
         return None
-    config = OmegaConf.to_container(cfg, resolve=True)
-    for volatile in ("stage", "force", "until"):  # how a run was asked for, not what it makes
-        config.pop(volatile, None)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     files = sorted(f for p in map(Path, module.inputs(cfg))
                    for f in ([p] if not p.is_dir() else p.rglob("*")) if f.is_file())
-    signature = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    config = vqi_config.relocatable({**resolved, "inputs": [str(f) for f in files]})
+    for volatile in ("stage", "force", "until"):  # how a run was asked for, not what it makes
+        config.pop(volatile, None)
+    signature = [(f.stat().st_size, _file_hash(f)) for f in files]
     blob = json.dumps([config, current_fingerprint(Path(cfg.data.processed_dir)), signature], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -26,17 +26,43 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id.
 
     A new experiment stores its artifacts at `artifact_location` (an absolute folder for a
-    local store; None lets a tracking server decide) rather than in the working directory.
+    local store; None lets a tracking server decide) rather than in the working directory. An
+    existing one whose local artifact folder is elsewhere (a moved or copied checkout) is
+    pointed at `artifact_location`, its runs' artifacts with it.
     """
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    folder = store_folder(uri)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
+    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
     found = client.get_experiment_by_name(experiment)
     if found:
+        if location and folder is not None and found.artifact_location != location:
+            _relocate_artifacts(uri, found.experiment_id, found.artifact_location, location)
         return found.experiment_id
-    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
     return client.create_experiment(experiment, artifact_location=location)
+
+
+def store_folder(uri: str) -> Path | None:
+    """The folder of a local SQLite store (`sqlite:///<folder>/mlflow.db`); None for a server."""
+    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+
+
+def _relocate_artifacts(uri: str, experiment_id: str, old: str, new: str) -> None:
+    """Point a local store's experiment and its runs at `new` when the store was moved or copied
+    with its checkout: MLflow keeps absolute artifact locations, so a copy would otherwise write
+    into the original's folder. MLflow has no call for this, so its SQLite tables are updated."""
+    if not old.startswith("file:"):
+        return  # a store whose artifacts live elsewhere (a server, a bucket) is not ours to move
+    import sqlite3
+
+    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
+        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                   "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                   (new, len(old) + 1, experiment_id, len(old), old))
+    log.warning("tracking store moved: artifacts of experiment %s now at %s (were at %s)", experiment_id, new, old)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from werkzeug.serving import make_server
 
+from vqi import tracking
 from vqi.serve.app import create_app, fast_methods
 from vqi.serve.registry import CheckpointRegistry
 from vqi.utils.device import resolve_device
@@ -35,8 +36,11 @@ def _slug(text: str) -> str:
 
 def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
     """id -> checkpoint file for every run of `experiment` that logged a `checkpoint_dir` tag,
-    newest run first; a file listed by several runs keeps the newest run's id."""
+    newest run first; a file listed by several runs keeps the newest run's id. A folder inside
+    a local store's folder is found relative to the store (tag `checkpoint_dir_in_store`), so a
+    moved or copied checkout serves its own checkpoints."""
     client = MlflowClient(uri)
+    store = tracking.store_folder(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return {}
@@ -44,7 +48,8 @@ def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
     seen: set[Path] = set()
     for run in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
                                   max_results=1000):
-        folder = run.data.tags.get("checkpoint_dir")
+        inside = run.data.tags.get("checkpoint_dir_in_store")
+        folder = (store / inside) if store is not None and inside else run.data.tags.get("checkpoint_dir")
         if not folder:
             continue
         name = _slug(run.data.tags.get("mlflow.runName", run.info.run_id))

@@ -28,7 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from vqi import tracking
 from vqi.classes import CLASS_NAMES
+from vqi.config import relocatable
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.data.prepared import current_fingerprint
 from vqi.engine import distributed
@@ -68,7 +70,9 @@ def _fingerprint(cfg: DictConfig) -> str | None:
 
 
 def _identity(config: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
-    """The part of a resolved config that decides what a training produces."""
+    """The part of a resolved config that decides what a training produces, with the checkout's
+    folders as placeholders: a moved or copied checkout continues its own last.pt."""
+    config = relocatable(config)
     train = {k: v for k, v in config["train"].items() if k not in RUNTIME_KEYS}
     model = {k: v for k, v in (config.get("model") or {}).items() if k != "target_layer"}  # explaining only
     return {"seed": config.get("seed"), "data": config.get("data"), "model": model,
@@ -251,8 +255,17 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         if stop == tc.epochs and (ckpt_dir / "best.pt").is_file():  # the model, once, when trained
             mlflow.log_artifact(str(ckpt_dir / "best.pt"), artifact_path=MODEL_ARTIFACT.rsplit("/", 1)[0])
             mlflow.set_tag("model_artifact", MODEL_ARTIFACT)
-        mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
+        _tag_checkpoint_dir(cfg, ckpt_dir)
     return _final(metrics)
+
+
+def _tag_checkpoint_dir(cfg: DictConfig, ckpt_dir: Path) -> None:
+    """Tag where the checkpoints lie: `checkpoint_dir` (absolute) and, inside the tracking
+    store's folder, `checkpoint_dir_in_store` (relative), which a moved or copied store uses."""
+    mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
+    store = tracking.store_folder(str(cfg.tracking.uri))
+    if store is not None and ckpt_dir.resolve().is_relative_to(store.resolve()):
+        mlflow.set_tag("checkpoint_dir_in_store", ckpt_dir.resolve().relative_to(store.resolve()).as_posix())
 
 
 def build_config(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
