@@ -5,21 +5,30 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from vqi import PROJECT_ROOT
+from vqi import FROM_CHECKOUT, PROJECT_ROOT
 
-CONFIG_DIR = PROJECT_ROOT / "conf"
+CONFIG_DIR = PROJECT_ROOT / "conf" if FROM_CHECKOUT else Path(__file__).resolve().parent / "conf"
+"""The checkout's `conf/`; in an installed wheel, the copy the build put inside the package."""
+
+
+def default_root() -> Path:
+    """Where data/ and outputs/ go by default: the checkout, or (installed from a wheel) the
+    working directory; `paths.root_dir` overrides it."""
+    return PROJECT_ROOT if FROM_CHECKOUT else Path.cwd()
 
 
 def register_resolvers() -> None:
-    """`${vqi_root:}` is the checkout's absolute path, so no path depends on the working dir."""
+    """`${vqi_root:}` is the absolute `default_root()`, so a checkout's paths never depend on
+    the working directory."""
     if not OmegaConf.has_resolver("vqi_root"):
-        OmegaConf.register_new_resolver("vqi_root", lambda: str(PROJECT_ROOT))
+        OmegaConf.register_new_resolver("vqi_root", lambda: str(default_root()))
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

@@ -183,7 +183,7 @@ def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
             run_stage(job, experiment_id, pipeline_id)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(vqi_config.CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     vqi_config.check_config(cfg, list(HydraConfig.get().overrides.task))  # before any data is read
     try:
