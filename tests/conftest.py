@@ -1,7 +1,6 @@
 """Shared fixtures: config composition against tmp folders, and the CLI as a subprocess."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from cli_factory import cli_env
 
 from vqi import PROJECT_ROOT
 from vqi.config import CONFIG_DIR, register_resolvers
@@ -42,10 +43,10 @@ def make_cfg(tmp_paths):
 
 @pytest.fixture
 def run_cli(tmp_paths, tmp_path):
-    """Run `python -m vqi.run` in a subprocess from an unrelated working directory."""
+    """Run `python -m vqi.run` (this checkout's) in a subprocess from an unrelated working directory."""
 
     def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+        env = cli_env(HYDRA_FULL_ERROR="1")
         proc = subprocess.run(
             [sys.executable, "-m", "vqi.run", *args, *tmp_paths],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,

@@ -1,12 +1,13 @@
 """Every config file composes, and paths never depend on the working directory."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from vqi.config import CONFIG_DIR
+from vqi.config import CONFIG_DIR, ConfigError, check_config
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
@@ -14,10 +15,39 @@ OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / gro
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_config_file_composes_and_resolves(make_cfg, group, option):
+def test_every_config_file_composes_resolves_and_passes_the_check(make_cfg, tmp_paths, group, option):
     cfg = make_cfg(f"{group}={option}")
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["stage"] == "all"
+    check_config(cfg, ["stage=all", *tmp_paths, f"{group}={option}"])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+serve.checkpoints.mine=/x/best.pt", "serve.discover=false"],   # an open mapping
+    ["train.val_split=null", "train.lr=1", "experiment_name=7"],       # null anywhere, int for float/str
+    ["+train.optimizer.amsgrad=true", "train/optimizer=sgd"],          # a _target_'s own arguments
+    ["xai_methods=[gradcam]", "+data.class_map.insulator=void"],
+], ids=["open-map", "types", "target-kwargs", "lists-class-map"])
+def test_valid_overrides_pass_the_check(make_cfg, tmp_paths, overrides):
+    check_config(make_cfg(*overrides), ["stage=all", *tmp_paths, *overrides])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=three", "train.epochs: expected an integer (the default is 36), got 'three'"),
+    ("train.amp=maybe", "train.amp: expected a boolean"),
+    ("train.lr=[1]", "train.lr: expected a number"),
+    ("+trian.epochs=3", "trian: unknown key (the composed config defines no such key); did you mean train?"),
+    ("+train.epoch=3", "train.epoch: unknown key .*did you mean train.epochs?"),
+])
+def test_wrong_types_and_unknown_keys_are_named(make_cfg, tmp_paths, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message).replace(r"\.\*", ".*")):
+        check_config(make_cfg(override), ["stage=all", *tmp_paths, override])
+
+
+def test_cli_refuses_a_wrong_type_before_reading_any_data(run_cli, tmp_path):
+    proc = run_cli("stage=train", "train.epochs=three", check=False)
+    assert proc.returncode != 0 and "train.epochs: expected an integer" in proc.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_paths_are_absolute_and_follow_overrides(make_cfg, tmp_path):
@@ -31,3 +61,15 @@ def test_unknown_stage_lists_the_valid_ones(run_cli):
     proc = run_cli("stage=bogus", check=False)
     assert proc.returncode != 0
     assert "unknown stage 'bogus'; valid stages: prepare" in proc.stderr
+
+
+def test_unknown_stage_makes_no_run_folder(run_cli, tmp_path):
+    proc = run_cli("stage=trian", check=False)
+    assert proc.returncode == 2 and "unknown stage 'trian'" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_no_stage_says_so_plainly(run_cli, tmp_path):
+    proc = run_cli(check=False)
+    assert proc.returncode == 2 and "no stage given: python -m vqi.run stage=<name>" in proc.stderr
+    assert "exception formatting" not in proc.stderr and not (tmp_path / "outputs").exists()

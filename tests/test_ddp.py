@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from cli_factory import cli_env
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_torchrun_two_cpu_processes_train_and_the_checkpoint_tests(tmp_path, tmp
     small = ["model=deeplabv3_mobilenet_v3_large", "data.image_size=64", "train.batch_size=2",
              "train.num_workers=0", "train.progress=false", f"data.processed_dir={processed}",
              "train.epochs=2", "device=cpu"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    env = cli_env(HYDRA_FULL_ERROR="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
          "-m", "vqi.run", "stage=train", *small, *tmp_paths],

@@ -3,9 +3,9 @@ sizes, CPU latency and the int8 model's IoU change, and logs them to MLflow."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from cli_factory import cli_env
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ def test_export_stage_reports_and_logs(tmp_path):
          f"paths.data_dir={tmp_path / 'data'}", f"data.processed_dir={processed}", "data.image_size=64",
          f"export.checkpoint={ckpt}", f"export.output_dir={out}", "export.quantize=true",
          "export.latency_runs=3", "export.latency_warmup=1", "export.batch_size=2"],
-        cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path, env=cli_env(HYDRA_FULL_ERROR="1"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads((out / "export.json").read_text())
     report = doc["results"]

@@ -155,3 +155,28 @@ def test_checkpoint_whose_weights_do_not_fit_its_model_config_is_an_error(tmp_pa
     save_checkpoint(ckpt, tmp_path / "names.pt")
     with pytest.raises(CheckpointError, match="3 class_names"):
         load_model(tmp_path / "names.pt")
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (print, ("code from a weights file ran",))
+
+
+@pytest.mark.parametrize("content", ["hostile", "truncated", "junk", "list"])
+def test_bad_weights_file_names_the_field_and_the_file(tmp_path, content, capsys):
+    path = tmp_path / f"{content}.pt"
+    if content == "hostile":
+        torch.save({"model": _Hostile()}, path)
+    elif content == "truncated":
+        torch.save(build_model(ARCH, num_classes=5).state_dict(), path)
+        path.write_bytes(path.read_bytes()[:1000])
+    elif content == "list":
+        torch.save([1, 2], path)
+    else:
+        path.write_bytes(b"not weights")
+    with pytest.raises(ValueError, match=f"model.weights: {path}") as err:
+        build_model(ARCH, num_classes=5, weights=str(path))
+    assert "weights_only" not in str(err.value) and err.value.__cause__ is None
+    assert "ran" not in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match=f"checkpoint: {path} cannot be read|lacks|holds a list"):
+        load_checkpoint(path)

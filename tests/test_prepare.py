@@ -208,3 +208,17 @@ def test_cli_rerun_reuses_and_force_rebuilds(run_cli, tmp_path):
     assert "up to date (fingerprint" in again.stdout + again.stderr and mask.stat().st_mtime_ns == stamp
     forced = run_cli("stage=prepare", "data.generator.num_images=4", "data.force=true")
     assert "up to date" not in forced.stdout + forced.stderr and mask.stat().st_mtime_ns != stamp
+
+
+def test_coco_annotation_that_is_not_an_object_is_an_error(raw, tmp_path):
+    first = tmp_path / "first"
+    build(LabelmeFolder(raw, CLASS_MAP), first)
+    doc = json.loads((first / "annotations" / "train.json").read_text())
+    doc["annotations"].append(1)
+    coco_file = tmp_path / "coco.json"
+    coco_file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=f"annotations\\[{len(doc['annotations']) - 1}\\]: expected an object"):
+        CocoFile(coco_file, first / "images", CLASS_MAP)
+    coco_file.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        CocoFile(coco_file, first / "images", CLASS_MAP)

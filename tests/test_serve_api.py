@@ -271,3 +271,71 @@ def test_review_without_file(root):
     assert_plain_error(client.get("/api/review"), 404, "stage=augment")
     none = make_app(root, review_file=None).test_client()
     assert_plain_error(none.get("/api/review"), 404, "no review file configured")
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_deeply_nested_json_is_refused_not_a_crash(client, root, review):
+    for depth in (100, 100_000):
+        assert_plain_error(post_analyze(client, image_bytes(root), nested(depth)), 400, "nested deeper")
+        body = b'{"proposal_id": "x", "version": "y", "note": ' + nested(depth) + b"}"
+        assert_plain_error(client.post("/api/review", data=body, content_type="application/json"),
+                           400, "nested deeper")
+
+
+def test_review_field_longer_than_csv_default_limit_is_read(client, root, review):
+    proposals = read_review(root / "review" / "review.csv")
+    proposals[0].note = "n" * 200_000
+    write_review(root / "review" / "review.csv", proposals)
+    response = client.get("/api/review")
+    assert response.status_code == 200 and response.get_json()["proposals"][0]["note"] == "n" * 200_000
+
+
+def test_garbage_region_is_a_plain_error(client, root, review):
+    proposals = read_review(root / "review" / "review.csv")
+    for counts in ("garbage!!", "", "0", "\u00e9t\u00e9"):
+        proposals[0].region = counts
+        write_review(root / "review" / "review.csv", proposals)
+        assert_plain_error(client.get("/api/review/panel", query_string={"id": review[0]}), 409,
+                           "field 'region'", "RLE")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "hostile", "deleted"])
+def test_a_broken_registered_checkpoint_is_a_plain_error(root, tmp_path, damage):
+    path = tmp_path / "best.pt"
+    path.write_bytes((root / "ckpt" / "best.pt").read_bytes())
+    client = make_app(root, registry=CheckpointRegistry({"tiny": path}, "cpu", SIZE)).test_client()
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif damage == "hostile":
+        import torch
+        torch.save({"model": threading.Thread}, path)  # a file that needs code to load
+    else:
+        path.unlink()
+    for _ in range(2):
+        text = assert_plain_error(post_analyze(client, image_bytes(root)), 409, "checkpoint 'tiny' cannot be loaded")
+        assert str(path) not in text
+    assert client.get("/api/models").status_code == 200
+
+
+def test_coco_annotation_that_is_not_an_object_is_named(client, root):
+    coco = json.loads((root / "processed" / "annotations" / "train.json").read_text())
+    coco["annotations"] = [1, *coco["annotations"]]
+    assert_plain_error(post_analyze(client, image_bytes(root), json.dumps(coco).encode(), "c.json"), 400,
+                       "annotations[0]", "expected an object")
+
+
+def test_413_says_what_was_too_large(client):
+    parts = {f"f{i}": "x" for i in range(1100)}
+    assert_plain_error(client.post("/api/analyze", data=parts, content_type="multipart/form-data"), 413,
+                       "more than 1000 parts")
+
+
+def test_only_loopback_and_configured_hosts_are_served(root):
+    client = make_app(root, allowed_hosts=["inspect.lan"]).test_client()
+    for host in ("localhost", "127.0.0.1:8000", "[::1]:8000", "inspect.lan:8000"):
+        assert client.get("/api/models", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example"):
+        assert_plain_error(client.get("/api/review", headers={"Host": host}), 421, "not served here")

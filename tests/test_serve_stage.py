@@ -3,7 +3,6 @@ cleanly on Ctrl-C with its MLflow run FINISHED."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import urllib.request
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from cli_factory import cli_env
 from serve_factory import write_checkpoint
 
 from vqi import tracking
@@ -59,7 +59,7 @@ def test_serve_cli(tmp_path, tmp_paths):
     proc = subprocess.Popen([sys.executable, "-m", "vqi.run", "stage=serve", "serve.port=0",
                              f"+serve.checkpoints.mine={extra}", *tmp_paths], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env=cli_env())
     try:
         url, seen = None, []
         deadline = time.time() + 120

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from cli_factory import cli_env
 from pathlib import Path
 
 import mlflow
@@ -146,8 +147,13 @@ def test_train_then_test_stage(make_cfg, processed, tracked, tmp_path):
     history = tracked.client.get_metric_history(run_id, "train_loss")
     assert [m.step for m in history] == [1, 2]
     assert [m.step for m in tracked.client.get_metric_history(run_id, "val_iou_overall")] == [0, 1, 2]
-    artifacts = {a.path for a in tracked.client.list_artifacts(run_id, "checkpoints")}
-    assert artifacts == {"checkpoints/best.pt", "checkpoints/last.pt"}
+    artifacts = {a.path for a in tracked.client.list_artifacts(run_id)}
+    assert "model" in artifacts and "checkpoints" not in artifacts  # the model once, no optimizer state
+    assert {a.path for a in tracked.client.list_artifacts(run_id, "model")} == {"model/best.pt"}
+    assert tracked.client.get_run(run_id).data.tags["model_artifact"] == "model/best.pt"
+    best = load_checkpoint(ckpt_dir / "best.pt")
+    assert "optimizer" not in best and "scheduler" not in best
+    assert (ckpt_dir / "best.pt").stat().st_size < 0.6 * (ckpt_dir / "last.pt").stat().st_size
 
     # the test stage: IoU equal to an independent computation on the same model's predictions
     cfg_test = make_cfg(*SMALL, f"data.processed_dir={processed}", "train.epochs=2", stage="test")
@@ -249,7 +255,7 @@ def test_sigkill_mid_epoch_then_rerun_continues(tmp_path, tmp_paths):
     processed = write_processed(tmp_path / "processed", {"train": 24, "val": 4, "test": 4}, size=96)
     args = [sys.executable, "-m", "vqi.run", "stage=train", *SMALL, "data.image_size=96",
             f"data.processed_dir={processed}", "train.epochs=4", "train.eval_untrained=false", *tmp_paths]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = cli_env()
     last = tmp_path / "outputs" / "checkpoints" / "demo" / "baseline" / "last.pt"
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -271,4 +277,4 @@ def test_sigkill_mid_epoch_then_rerun_continues(tmp_path, tmp_paths):
     steps = [m.step for m in client.get_metric_history(final["mlflow_run_id"], "train_loss")]
     assert sorted(set(steps)) == [1, 2, 3, 4]
     assert client.get_run(final["mlflow_run_id"]).info.status == "FINISHED"
-    assert "best.pt" in {Path(a.path).name for a in client.list_artifacts(final["mlflow_run_id"], "checkpoints")}
+    assert "best.pt" in {Path(a.path).name for a in client.list_artifacts(final["mlflow_run_id"], "model")}

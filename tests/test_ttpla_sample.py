@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_factory import cli_env
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -35,7 +36,6 @@ def independent_class_masks(json_path, size=SIZE) -> dict[int, np.ndarray]:
 @pytest.fixture(scope="module")
 def prepared_sample(tmp_path_factory):
     """Run the CLI once, exactly as the acceptance command, with data/outputs in tmp."""
-    import os
     import subprocess
     import sys
 
@@ -44,7 +44,7 @@ def prepared_sample(tmp_path_factory):
             f"data.images_dir={SHARED_SAMPLE / 'images'}", f"data.split_files={SHARED_SAMPLE / 'splits'}",
             f"paths.data_dir={tmp / 'data'}", f"paths.output_dir={tmp / 'outputs'}"]
     proc = subprocess.run([sys.executable, "-m", "vqi.run", *args], cwd=tmp, capture_output=True, text=True,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "1"}, timeout=600)
+                          env=cli_env(HYDRA_FULL_ERROR="1"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp / "data" / "processed" / "ttpla-500"
 

@@ -2,6 +2,10 @@
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""The checkout that holds `conf/`; paths in config default to folders below it."""
+"""The checkout that holds `conf/`; paths in config default to folders below it. Installed
+from a wheel, this is site-packages (see FROM_CHECKOUT)."""
+
+FROM_CHECKOUT = (PROJECT_ROOT / "conf" / "config.yaml").is_file() and (PROJECT_ROOT / "pyproject.toml").is_file()
+"""Whether vqi runs from a checkout (editable install, or `python -m` in it) rather than a wheel."""
 
 __version__ = "0.1.0"

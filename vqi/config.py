@@ -1,15 +1,27 @@
-"""Config plumbing for the entry point and stages: resolvers, and composing the app's config."""
+"""Config plumbing for the entry point and stages: resolvers, composing the app's config, and
+checking a composed config's keys and value types before anything runs."""
 from __future__ import annotations
 
 import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from vqi import PROJECT_ROOT
+from vqi import FROM_CHECKOUT, PROJECT_ROOT
 
-CONFIG_DIR = PROJECT_ROOT / "conf"
+CONFIG_DIR = PROJECT_ROOT / "conf" if FROM_CHECKOUT else Path(__file__).resolve().parent / "conf"
+"""The checkout's `conf/`; in an installed wheel, the copy the build put inside the package."""
+
+
+def default_root() -> Path:
+    """Where data/ and outputs/ go by default: the checkout, or (installed from a wheel) the
+    working directory; `paths.root_dir` overrides it."""
+    return PROJECT_ROOT if FROM_CHECKOUT else Path.cwd()
 
 
 def noise_tag(width_factor: float, offset_px: float, missing: float) -> str:
@@ -21,10 +33,10 @@ def noise_tag(width_factor: float, offset_px: float, missing: float) -> str:
 
 
 def register_resolvers() -> None:
-    """`${vqi_root:}` is the checkout's absolute path, so no path depends on the working dir;
-    `${vqi_noise_tag:w,o,m}` names data folders by their annotation noise."""
+    """`${vqi_root:}` is the absolute `default_root()`, so a checkout's paths never depend on
+    the working directory; `${vqi_noise_tag:w,o,m}` names data folders by their annotation noise."""
     if not OmegaConf.has_resolver("vqi_root"):
-        OmegaConf.register_new_resolver("vqi_root", lambda: str(PROJECT_ROOT))
+        OmegaConf.register_new_resolver("vqi_root", lambda: str(default_root()))
     if not OmegaConf.has_resolver("vqi_noise_tag"):
         OmegaConf.register_new_resolver("vqi_noise_tag", noise_tag)
 
@@ -47,3 +59,112 @@ def with_xai_method(cfg: DictConfig, method: str) -> DictConfig:
     with open_dict(out):
         out.xai = node
     return out
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type, or a key the config does not define."""
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+
+
+def _is_group_choice(override: str) -> bool:
+    """`model=...`, `train/optimizer=sgd`, `+experiment=...`: a choice of a config file."""
+    return "=" in override and (CONFIG_DIR / _key(override)).is_dir()
+
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+               dict: "a mapping", list: "a list"}
+
+
+def _expected(default: Any) -> type | None:
+    """The type a value must have where the composed defaults hold `default` (None: any)."""
+    if default is None or (isinstance(default, str) and ("${" in default or default == "???")):
+        return None  # no default type, an interpolation, or a value left to the command line
+    for kind in (bool, int, float, str, dict, list):
+        if isinstance(default, kind):
+            return kind
+    return None
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if value is None or (isinstance(value, str) and "${" in value):
+        return True  # null is allowed everywhere (e.g. train.val_split=null); interpolations resolve later
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, (str, int, float, bool))
+    return isinstance(value, kind)
+
+
+def _open(default: dict, name: str) -> bool:
+    """A mapping that takes new keys: an empty one (`serve.checkpoints: {}`), a class map, or the
+    arguments of a `_target_` (checked by the call)."""
+    return not default or name.endswith("class_map") or "_target_" in default
+
+
+def _compare(value: Any, default: Any, key: str, errors: list[str]) -> None:
+    kind = _expected(default)
+    if kind is None:
+        return
+    if not _fits(value, kind):
+        errors.append(f"{key}: expected {_TYPE_NAMES[kind]} (the default is {default!r}), got {value!r}")
+        return
+    if kind is dict and isinstance(value, dict):
+        for name, item in value.items():
+            where = f"{key}.{name}" if key else str(name)
+            if name in default:
+                _compare(item, default[name], where, errors)
+            elif not _open(default, key):
+                close = difflib.get_close_matches(str(name), [str(k) for k in default], n=1)
+                hint = f"; did you mean {(f'{key}.' if key else '') + close[0]}?" if close else ""
+                errors.append(f"{where}: unknown key (the composed config defines no such key){hint}")
+
+
+def check_config(cfg: DictConfig, overrides: list[str]) -> None:
+    """Raise `ConfigError` naming every key whose value has the wrong type or that the config
+    does not define (e.g. `+trian.epochs=3`), before any data or model is loaded.
+
+    The schema is the config composed from the same config files without the command line's
+    values: every key it defines keeps the type of its default (an int stays an int, a float
+    takes an int, a string takes any scalar, null is always allowed). New keys are accepted only
+    in open mappings (empty ones, class maps, a `_target_`'s arguments), so keys that config
+    files add are picked up without a hand-written schema.
+    """
+    base = compose_config([o for o in overrides if _is_group_choice(o)])
+    errors: list[str] = []
+    _compare(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(base, resolve=False), "", errors)
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(errors))
+
+
+LOCATION_KEYS = ("output_dir", "data_dir", "root_dir")
+"""`paths.*` folders that say where a checkout lies, not what it computes."""
+
+
+def relocatable(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (plain containers) with the checkout's own folders (`paths.output_dir`,
+    `data_dir`, `root_dir`) written as `${paths.<key>}` in every string, and `paths` left out:
+    what decides a result, the same in a moved or copied checkout."""
+    paths = config.get("paths") or {}
+    roots = sorted(((str(paths[k]).rstrip("/"), f"${{paths.{k}}}") for k in LOCATION_KEYS if paths.get(k)),
+                   key=lambda item: -len(item[0]))
+
+    tokens = dict(roots)
+    pattern = (re.compile("|".join(f"{re.escape(root)}(?![^/])" for root, _ in roots)) if roots else None)
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        if isinstance(node, str) and pattern is not None:
+            return pattern.sub(lambda m: tokens[m.group(0)], node)
+        return node
+
+    return swap({k: v for k, v in config.items() if k != "paths"})

@@ -1,7 +1,11 @@
 """The one entry point: `python -m vqi.run stage=<name> [overrides]`.
 
 It composes the config, opens one MLflow run per stage, calls the stage, and closes the run
-(FAILED if the stage raised). `stage=all` runs every registered stage in order.
+(FAILED if the stage raised). `stage=all` runs every pipeline step in order, each in a run of
+its own with its own composed config, nested in one parent run of the invocation. SIGTERM or
+SIGHUP stops it cleanly: the open run ends KILLED, temporary files go, the exit status is 128+N.
+Runs are tagged with host and pid; runs whose process died unannounced (kill -9) are closed as
+KILLED by the next invocation.
 """
 from __future__ import annotations
 
@@ -10,7 +14,13 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
+import sys
+import tempfile
+import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import mlflow
@@ -22,7 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from vqi import config as vqi_config
 from vqi import tracking
 from vqi.data.prepared import current_fingerprint
-from vqi.stages import PER_METHOD, PIPELINE, UnknownStageError, load_stage
+from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_stage, load_stage
+from vqi.utils.owner import Owner
+from vqi.utils.stopping import Stopped, stop_on_signals
 
 log = logging.getLogger("vqi")
 
@@ -32,6 +44,7 @@ def _tags(cfg: DictConfig, stage: str) -> dict[str, str]:
         "stage": stage,
         "git_commit": tracking.git_commit(),
         "experiment_name": str(cfg.experiment_name),
+        **Owner.me().tags(),  # a later run closes this one if the process dies unannounced
     }
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -40,17 +53,24 @@ def _tags(cfg: DictConfig, stage: str) -> dict[str, str]:
     return tags
 
 
+def _file_hash(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _reuse_key(cfg: DictConfig, module) -> str | None:
     """For a stage that lists its input files (`inputs(cfg)`): a hash of its config and of those
-    files' sizes and times. A finished run with the same key makes a rerun unnecessary."""
+    files' contents, with the checkout's folders as placeholders (so a moved or copied checkout
+    reuses its runs). A finished run with the same key makes a rerun unnecessary."""
     if not hasattr(module, "inputs"):
         return None
-    config = OmegaConf.to_container(cfg, resolve=True)
-    for volatile in ("stage", "force", "until"):  # how a run was asked for, not what it makes
-        config.pop(volatile, None)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     files = sorted(f for p in map(Path, module.inputs(cfg))
                    for f in ([p] if not p.is_dir() else p.rglob("*")) if f.is_file())
-    signature = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    config = vqi_config.relocatable({**resolved, "inputs": [str(f) for f in files]})
+    for volatile in ("stage", "force", "until"):  # how a run was asked for, not what it makes
+        config.pop(volatile, None)
+    signature = [(f.stat().st_size, _file_hash(f)) for f in files]
     blob = json.dumps([config, current_fingerprint(Path(cfg.data.processed_dir)), signature], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -60,8 +80,33 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, float]:
-    """Run one stage inside its own MLflow run and return its metrics."""
+class Job(NamedTuple):
+    """One stage to run, with the config it runs with and the overrides that composed it."""
+    stage: str
+    cfg: DictConfig
+    overrides: list[str]
+    composed: bool = False  # composed here (a step of `all`), not the invocation's own config
+
+
+def _log_config(job: Job) -> None:
+    """Log the config this stage ran with as `.hydra/`: `config.yaml` and `overrides.yaml` of
+    the job itself (a step of `all` records its own stage and method, not the outer config),
+    and Hydra's `hydra.yaml` for the invocation's own config."""
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(job.cfg), encoding="utf-8")
+        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(job.overrides))),
+                                               encoding="utf-8")
+        if not job.composed and (hydra_dir / "hydra.yaml").is_file():
+            shutil.copyfile(hydra_dir / "hydra.yaml", folder / "hydra.yaml")
+        mlflow.log_artifacts(str(folder), artifact_path=".hydra")
+
+
+def run_stage(job: Job, experiment_id: str, pipeline_id: str = "") -> dict[str, float]:
+    """Run one stage inside its own MLflow run (nested in the active one, if any) and return
+    its metrics."""
+    cfg, stage = job.cfg, job.stage
     module = load_stage(stage)
     if _rank() != 0:  # under torchrun only rank 0 tracks; the others just run the stage
         return module.run(cfg) or {}
@@ -75,10 +120,14 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
             return dict(done.data.metrics)
     resume = module.resume_run_id(cfg) if hasattr(module, "resume_run_id") else None
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-    tags = {**_tags(cfg, stage), **({"reuse_key": key} if key else {})}
+    tags = {**_tags(cfg, stage), **({"reuse_key": key} if key else {}),
+            **({"pipeline_id": pipeline_id} if pipeline_id else {})}
+    parent = mlflow.active_run()
+    if parent is not None and resume:  # a resumed run moves under this invocation's parent
+        tags["mlflow.parentRunId"] = parent.info.run_id
     log.info("stage %s: MLflow run %s%s", stage, name, f" (resuming {resume})" if resume else "")
     with tracking.stage_run(experiment_id, name, tags, params, resume) as active:
-        tracking.log_dir_if_exists(Path(HydraConfig.get().runtime.output_dir) / ".hydra", ".hydra")
+        _log_config(job)
         metrics = module.run(cfg) or {}
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
@@ -91,17 +140,18 @@ def run_stage(cfg: DictConfig, stage: str, experiment_id: str) -> dict[str, floa
     return metrics
 
 
-def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """(stage, config) pairs to run: one for a named stage, the whole pipeline for `all`.
+def _jobs(cfg: DictConfig) -> list[Job]:
+    """The stages to run: one for a named stage, the whole pipeline for `all`.
 
-    `until=<stage>` ends `all` after that stage's first step. In `all`, a per-method stage is
-    composed again with `xai=<method>` for every method of `xai_methods`, keeping the command
-    line's own overrides.
+    `until=<stage>` ends `all` after that stage's first step. In `all`, every step is composed
+    again with `stage=<step>` (and a per-method step with `xai=<method>` for every method of
+    `xai_methods`), keeping the command line's own overrides, so its run records its own config.
     """
+    task = list(HydraConfig.get().overrides.task)
     if cfg.stage != "all":
         load_stage(cfg.stage)  # fail on an unknown name before any run is opened
-        return [(cfg.stage, cfg)]
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("stage=")]
+        return [Job(cfg.stage, cfg, task)]
+    overrides = [o for o in task if o.lstrip("+~").split("=", 1)[0] != "stage"]
     steps = list(PIPELINE)
     if cfg.until:
         if cfg.until not in steps:
@@ -109,25 +159,85 @@ def _jobs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
         steps = steps[:steps.index(cfg.until) + 1]
     jobs = []
     for stage in steps:
-        if stage in PER_METHOD:
-            for method in cfg.xai_methods:
-                jobs.append((stage, compose(config_name="config",
-                                            overrides=[*overrides, f"stage={stage}", f"xai={method}"])))
-        else:
-            jobs.append((stage, cfg))
+        methods = [[f"xai={m}"] for m in cfg.xai_methods] if stage in PER_METHOD else [[]]
+        for extra in methods:
+            job_overrides = [*overrides, f"stage={stage}", *extra]
+            jobs.append(Job(stage, compose(config_name="config", overrides=job_overrides), job_overrides, True))
     return jobs
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
+    """Run `jobs`; for `stage=all` inside one parent run that groups them (tag `pipeline_id`,
+    the parent's id, on every run of the invocation)."""
+    if cfg.stage != "all" or not experiment_id:
+        for job in jobs:
+            run_stage(job, experiment_id, uuid.uuid4().hex if experiment_id else "")
+        return
+    params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    name = f"all-{cfg.experiment_name}" + (f"-until-{cfg.until}" if cfg.until else "")
+    with tracking.stage_run(experiment_id, name, _tags(cfg, "all"), params) as parent:
+        pipeline_id = parent.info.run_id
+        mlflow.set_tag("pipeline_id", pipeline_id)
+        _log_config(Job("all", cfg, list(HydraConfig.get().overrides.task)))
+        for job in jobs:
+            run_stage(job, experiment_id, pipeline_id)
+
+
+@hydra.main(version_base="1.3", config_path=str(vqi_config.CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    jobs = _jobs(cfg)
-    experiment_id = (tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-                     if _rank() == 0 else "")
-    for stage, job_cfg in jobs:
-        run_stage(job_cfg, stage, experiment_id)
+    vqi_config.check_config(cfg, list(HydraConfig.get().overrides.task))  # before any data is read
+    try:
+        with stop_on_signals():
+            jobs = _jobs(cfg)
+            experiment_id = (tracking.configure(cfg.tracking.uri, cfg.tracking.experiment,
+                                                cfg.tracking.artifact_location) if _rank() == 0 else "")
+            if experiment_id:
+                tracking.close_stale_runs(experiment_id)
+            _run_pipeline(cfg, jobs, experiment_id)
+    except Stopped as stop:  # the runs are ended (KILLED) and temporary files removed by now
+        log.error("%s: exiting with status %d", stop, stop.exit_code)
+        raise SystemExit(stop.exit_code) from None
+
+
+_NO_STAGE_NEEDED = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+                    "--shell-completion", "-sc", "--config-name", "-cn", "--config-dir", "-cd"}
+"""Hydra flags that print something, or point at another config, without running a stage."""
+
+
+def stage_argument_error(argv: list[str]) -> str | None:
+    """Why the command line cannot run: no `stage=`, or a stage name that does not exist.
+
+    Checked before Hydra starts, which would otherwise make `outputs/runs/<typo>/` first (or,
+    with no stage at all, fail while formatting its own error). Sweep expressions other than
+    plain comma lists are left to Hydra.
+    """
+    if any(arg.split("=", 1)[0] in _NO_STAGE_NEEDED for arg in argv):
+        return None
+    values = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").split("=", 1)[0] == "stage" and "=" in arg]
+    if not values:
+        return (f"no stage given: python -m vqi.run stage=<name> [overrides]; "
+                f"stages: {', '.join([*STAGES, 'all'])}")
+    for value in values:
+        if not re.fullmatch(r"[\w,]+", value):
+            continue
+        for name in value.split(","):
+            try:
+                check_stage(name)
+            except UnknownStageError as err:
+                return str(err)
+    return None
+
+
+def cli() -> None:
+    """The command line: check the stage argument, then run the Hydra app."""
+    error = stage_argument_error(sys.argv[1:])
+    if error:
+        print(f"vqi: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    main()
 
 
 vqi_config.register_resolvers()
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -4,6 +4,7 @@ Only `vqi.run` and stage modules import this; library code stays free of MLflow.
 """
 from __future__ import annotations
 
+import logging
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,10 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from vqi import PROJECT_ROOT
+from vqi.utils.owner import Owner
+from vqi.utils.stopping import Stopped
+
+log = logging.getLogger(__name__)
 
 MAX_PARAM_LEN = 500
 
@@ -21,17 +26,43 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id.
 
     A new experiment stores its artifacts at `artifact_location` (an absolute folder for a
-    local store; None lets a tracking server decide) rather than in the working directory.
+    local store; None lets a tracking server decide) rather than in the working directory. An
+    existing one whose local artifact folder is elsewhere (a moved or copied checkout) is
+    pointed at `artifact_location`, its runs' artifacts with it.
     """
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    folder = store_folder(uri)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
+    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
     found = client.get_experiment_by_name(experiment)
     if found:
+        if location and folder is not None and found.artifact_location != location:
+            _relocate_artifacts(uri, found.experiment_id, found.artifact_location, location)
         return found.experiment_id
-    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
     return client.create_experiment(experiment, artifact_location=location)
+
+
+def store_folder(uri: str) -> Path | None:
+    """The folder of a local SQLite store (`sqlite:///<folder>/mlflow.db`); None for a server."""
+    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+
+
+def _relocate_artifacts(uri: str, experiment_id: str, old: str, new: str) -> None:
+    """Point a local store's experiment and its runs at `new` when the store was moved or copied
+    with its checkout: MLflow keeps absolute artifact locations, so a copy would otherwise write
+    into the original's folder. MLflow has no call for this, so its SQLite tables are updated."""
+    if not old.startswith("file:"):
+        return  # a store whose artifacts live elsewhere (a server, a bucket) is not ours to move
+    import sqlite3
+
+    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
+        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                   "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                   (new, len(old) + 1, experiment_id, len(old), old))
+    log.warning("tracking store moved: artifacts of experiment %s now at %s (were at %s)", experiment_id, new, old)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
@@ -66,28 +97,49 @@ def stage_run(
     params: Mapping[str, str],
     resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """One MLflow run around a stage: FINISHED on success, FAILED (and re-raised) on error.
+    """One MLflow run around a stage: FINISHED on success; KILLED when the process is stopped
+    (SIGTERM/SIGHUP/Ctrl-C) and FAILED on an error, both re-raised, with the reason in the tag
+    `end_reason`.
 
-    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`.
+    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`. Started while
+    another run is active, it is nested in it (a step of `stage=all`).
     """
     run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
-                           run_name=None if resume_run_id else run_name)
+                           run_name=None if resume_run_id else run_name,
+                           nested=mlflow.active_run() is not None)
     try:
         mlflow.set_tags(dict(tags))
+        if resume_run_id is not None:
+            _clear_end_reason(run.info.run_id)
         if resume_run_id is None:
             keys = list(params)
             for start in range(0, len(keys), 100):
                 mlflow.log_params({k: params[k] for k in keys[start:start + 100]})
         yield run
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as err:
+        status, reason = end_state(err)
+        mlflow.set_tag("end_reason", reason[:5000])
+        mlflow.end_run(status=status)
         raise
     mlflow.end_run(status="FINISHED")
 
 
-def log_dir_if_exists(path: str | Path, artifact_path: str) -> None:
-    if Path(path).is_dir():
-        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+def _clear_end_reason(run_id: str) -> None:
+    """A resumed run is running again: its old `end_reason` becomes `resumed_after`."""
+    client = MlflowClient()
+    reason = client.get_run(run_id).data.tags.get("end_reason")
+    if reason is not None:
+        client.set_tag(run_id, "resumed_after", reason)
+        client.delete_tag(run_id, "end_reason")
+
+
+def end_state(err: BaseException) -> tuple[str, str]:
+    """(MLflow status, reason) for a run that `err` ended."""
+    if isinstance(err, Stopped):
+        return "KILLED", str(err)
+    if isinstance(err, KeyboardInterrupt):
+        return "KILLED", "interrupted (SIGINT)"
+    return "FAILED", f"{type(err).__name__}: {err}"
 
 
 def find_finished_run(experiment_id: str, stage: str, reuse_key: str):
@@ -98,3 +150,23 @@ def find_finished_run(experiment_id: str, stage: str, reuse_key: str):
                       "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """End as KILLED every RUNNING run whose process (tags `host`, `pid`, `pid_start`) is gone,
+    e.g. after `kill -9` or a power cut; returns their ids. Runs of other hosts are left alone:
+    their process may be alive."""
+    client = MlflowClient()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        owner = Owner.from_tags(run.data.tags)
+        if owner is None or not owner.is_gone():
+            continue
+        reason = (f"process {owner.pid} on {owner.host} ended without closing the run (killed?); "
+                  f"closed by process {Owner.me().pid}")
+        client.set_tag(run.info.run_id, "end_reason", reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("run %s (%s): %s", run.info.run_name, run.info.run_id, reason)
+        closed.append(run.info.run_id)
+    return closed

@@ -17,8 +17,21 @@ COLUMNS = ("proposal_id", "image", "kind", "class_name", "annotation_id", "k", "
            "bbox", "decision", "note", "region")
 
 
+MAX_FIELD_CHARS = 2**26
+"""A region's RLE of a large image can exceed the csv module's default limit of 131072 chars."""
+csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
+
+
 class ReviewFileError(ValueError):
     pass
+
+
+def _rows(reader: csv.DictReader, path: Path):
+    """The reader's rows; a CSV error (e.g. a field over MAX_FIELD_CHARS) as a ReviewFileError."""
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise ReviewFileError(f"{path}, line {reader.line_num}: not readable as CSV ({err})") from None
 
 
 def decide(proposals: list[Proposal], policy: str, threshold: float) -> None:
@@ -66,7 +79,7 @@ def read_review(path: str | Path) -> list[Proposal]:
         if missing:
             raise ReviewFileError(f"{path}: missing column(s) {', '.join(missing)}")
         proposals, seen = [], set()
-        for row_number, row in enumerate(reader, start=2):
+        for row_number, row in enumerate(_rows(reader, path), start=2):
             where = f"{path}, row {row_number}"
             decision = (row["decision"] or "").strip().lower()
             if decision not in DECISIONS:

@@ -75,6 +75,10 @@ class CocoFile:
             raise FileNotFoundError(f"data.annotation_file: cannot read {self.path} ({err})") from None
         except json.JSONDecodeError as err:
             raise DataError(self.path, "<json>", f"malformed JSON at line {err.lineno}: {err.msg}") from None
+        except RecursionError:
+            raise DataError(self.path, "<json>", "nested too deeply to be a COCO file") from None
+        if not isinstance(doc, dict):
+            raise DataError(self.path, "<json>", f"expected a COCO object, got a {type(doc).__name__}")
         for key in ("images", "annotations", "categories"):
             if not isinstance(doc.get(key), list):
                 raise DataError(self.path, key, "expected a list")
@@ -90,7 +94,9 @@ class CocoFile:
             self.images[stem] = img
         self.by_image: dict[object, list[tuple[int, dict]]] = {}
         for i, ann in enumerate(doc["annotations"]):
-            self.by_image.setdefault(ann.get("image_id") if isinstance(ann, dict) else None, []).append((i, ann))
+            if not isinstance(ann, dict):
+                raise DataError(self.path, f"annotations[{i}]", f"expected an object, got {ann!r:.40}")
+            self.by_image.setdefault(ann.get("image_id"), []).append((i, ann))
 
     def stems(self) -> list[str]:
         return sorted(self.images)

@@ -6,8 +6,6 @@ The dict's keys are fixed by docs/architecture.md: `model`, `optimizer`, `schedu
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +13,13 @@ import torch
 from torch import nn
 
 from vqi.models.factory import build_model
+from vqi.models.weights_file import WeightsFileError, read_plain
 from vqi.utils.atomic import atomic_path
 
 REQUIRED_KEYS = ("model", "epoch", "class_names", "model_config")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsFileError):
     """A checkpoint file that is missing, corrupt, or does not fit the model it describes."""
 
 
@@ -36,10 +35,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} cannot be read (corrupt or not a torch.save "
-                              f"file of plain types): {err}") from err
+        ckpt = read_plain(path, "checkpoint")
+    except WeightsFileError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

@@ -28,6 +28,8 @@ from torchvision.models.segmentation import (
     deeplabv3_resnet101,
 )
 
+from vqi.models.weights_file import WeightsFileError, read_plain
+
 log = logging.getLogger(__name__)
 
 ARCHS: dict[str, tuple[Callable[..., nn.Module], type[Enum], type[Enum]]] = {
@@ -90,7 +92,11 @@ def _dilate_last_strided_block(backbone: nn.Module) -> None:
 def _read_weights(spec: str, enum_cls: type[Enum], field: str) -> dict[str, torch.Tensor]:
     path = Path(str(spec)).expanduser()
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = read_plain(path, f"model.{field}")
+        if not isinstance(state, dict) or not any(isinstance(v, (dict, torch.Tensor)) for v in state.values()):
+            raise WeightsFileError(f"model.{field}: {path} holds a {type(state).__name__} without tensors, "
+                                   f"expected a state_dict (or a checkpoint with a `model` state_dict)")
+        return state
     if path.suffix in {".pt", ".pth", ".ckpt"} or "/" in str(spec):
         raise FileNotFoundError(f"model.{field}: weights file {path} does not exist")
     entry = _weights_entry(str(spec), enum_cls, field)
@@ -100,7 +106,7 @@ def _read_weights(spec: str, enum_cls: type[Enum], field: str) -> dict[str, torc
             f"model.{field}={spec} needs {cached.name}, which is not in torchvision's cache and is "
             f"never downloaded at run time. Fetch {entry.url} and put it at {cached} "
             f"(or set model.{field} to a local file, or null)")
-    return torch.load(cached, map_location="cpu", weights_only=True)
+    return read_plain(cached, f"model.{field}")
 
 
 def _weights_entry(name: str, enum_cls: type[Enum], field: str) -> Any:

@@ -20,7 +20,7 @@ from vqi.data.labelme import LabelmeFolder
 from vqi.data.records import DataError, Sample
 from vqi.data.rasterize import rasterize
 from vqi.metrics.boxes import box_masks
-from vqi.serve.safety import BadInput
+from vqi.serve.safety import BadInput, parse_json
 
 STEM = "upload"
 
@@ -58,10 +58,7 @@ def _coco_entry(doc: dict, image_name: str, name: str) -> dict:
 
 def _read_sample(image_bytes: bytes, annotation: bytes, name: str, image_name: str,
                  class_map: Mapping[str, str], tolerance: float, work_dir: Path) -> Sample:
-    try:
-        doc = json.loads(annotation.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadInput(f"annotation {name!r}: not valid UTF-8 JSON ({err})") from None
+    doc = parse_json(annotation, f"annotation {name!r}")
     kind = _format(doc, name)
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="upload-") as scratch:

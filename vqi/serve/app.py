@@ -18,7 +18,7 @@ import io
 import logging
 import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 from flask import Flask, jsonify, render_template, request, send_file
@@ -31,7 +31,8 @@ from vqi.serve import analysis
 from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
 from vqi.serve.review_store import Conflict, ReviewStore, as_row
-from vqi.serve.safety import BadInput, contained, decode_image
+from vqi.models.checkpoint import CheckpointError
+from vqi.serve.safety import BadInput, check_host, check_rle, contained, decode_image, parse_json
 from vqi.viz.overlay import overlay
 from vqi.xai.gradcam import GradCAM
 from vqi.xai.gradcampp import GradCAMPlusPlus
@@ -64,9 +65,11 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
                review_file: str | Path | None, images_dir: str | Path, masks_dir: str | Path,
                work_dir: str | Path, class_map: Mapping[str, str], void: str = "ignore",
                point_tolerance: float = 2.0, max_upload_bytes: int = 20 * 2**20,
-               max_image_pixels: int = 40_000_000) -> Flask:
-    """A ready app; every folder it may touch is an argument."""
+               max_image_pixels: int = 40_000_000, allowed_hosts: Iterable[str] = ()) -> Flask:
+    """A ready app; every folder it may touch is an argument. Requests must name a loopback
+    host or one of `allowed_hosts` in their Host header."""
     app = Flask(__name__)
+    hosts = frozenset(str(h).lower() for h in allowed_hosts)
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), MAX_FORM_MEMORY_SIZE=int(max_upload_bytes))
     app.json.sort_keys = False  # keep class order (class id) in the answers
     store = ReviewStore(review_file) if review_file else None
@@ -84,9 +87,18 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
             body["current"] = err.row
         return jsonify(body), err.status
 
+    @app.before_request
+    def known_host():
+        check_host(request.host, hosts)
+
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
-        message = {413: f"upload too large (limit {max_upload_bytes // 2**20} MB)"}.get(err.code, err.description)
+        message = err.description
+        if err.code == 413:
+            limit = f"{max_upload_bytes // 2**20} MB"
+            message = (f"upload too large (limit {limit})" if (request.content_length or 0) > max_upload_bytes
+                       else f"form refused: more than {app.config['MAX_FORM_PARTS']} parts, or a "
+                            f"form field over {limit}")
         return jsonify({"error": message}), err.code
 
     @app.errorhandler(Exception)
@@ -118,7 +130,12 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
             raise BadInput("field 'image': no file uploaded")
         image_bytes = upload.read()
         rgb = decode_image(image_bytes, max_image_pixels, f"image {upload.filename!r}")
-        loaded = registry.get(model_id)
+        try:
+            loaded = registry.get(model_id)
+        except CheckpointError as err:
+            log.error("checkpoint %s: %s", model_id, err)
+            raise BadInput(f"checkpoint {model_id!r} cannot be loaded (missing, truncated or not a "
+                           f"plain checkpoint); see the server log", 409) from None
         truth = None
         ann = request.files.get("annotation")
         if ann is not None and ann.filename:
@@ -148,13 +165,14 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
             raise BadInput(f"no image or mask for {proposal.image!r} in the review split", 404)
         picture = np.asarray(Image.open(image_path).convert("RGB"))
         mask = np.asarray(Image.open(mask_path))
+        check_rle(proposal.region, *mask.shape, f"proposal {proposal.proposal_id!r}: field 'region'")
         region = decode(proposal.region, *mask.shape)
         gap = np.full((mask.shape[0], 4, 3), 255, np.uint8)
         return _png(np.concatenate([picture, gap, overlay(picture, mask), gap, highlight(picture, region)], axis=1))
 
     @app.post("/api/review")
     def review_update():
-        body = request.get_json(silent=True)
+        body = parse_json(request.get_data(cache=False), "request body") if request.is_json else None
         if not isinstance(body, dict):
             raise BadInput("expected a JSON object {proposal_id, version, decision?, k?, note?}")
         for field in ("proposal_id", "version"):

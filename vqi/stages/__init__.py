@@ -35,8 +35,17 @@ class UnknownStageError(ValueError):
     pass
 
 
+def _unknown(name: str) -> UnknownStageError:
+    return UnknownStageError(f"unknown stage {name!r}; valid stages: {', '.join([*STAGES, 'all'])}")
+
+
+def check_stage(name: str) -> None:
+    """Raise `UnknownStageError`, listing the valid names, unless `name` is a stage or `all`."""
+    if name not in STAGES and name != "all":
+        raise _unknown(name)
+
+
 def load_stage(name: str) -> ModuleType:
     if name not in STAGES:
-        valid = ", ".join([*STAGES, "all"])
-        raise UnknownStageError(f"unknown stage {name!r}; valid stages: {valid}")
+        raise _unknown(name)
     return importlib.import_module(STAGES[name])

@@ -1,13 +1,14 @@
 """stage=serve: the local inspection web app and the expert's review page (`make serve`).
 
-Reads: `serve.host`, `serve.port`, `serve.checkpoints` (id -> file), `serve.discover` (also the
+Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (id -> file), `serve.discover` (also the
 checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
 `serve.methods`, `serve.image_size`, `serve.device`, `serve.max_upload_mb`,
 `serve.max_image_pixels`, `serve.cache_models`, `serve.review_file`, `serve.images_dir`,
 `serve.masks_dir`, `serve.work_dir`, `serve.class_map`, `serve.void`, `serve.point_tolerance`,
 `tracking.uri`, `tracking.experiment`.
 
-Binds 127.0.0.1 by default and serves until interrupted (Ctrl-C ends the run as FINISHED).
+Binds 127.0.0.1 by default and serves until interrupted (Ctrl-C ends the run as FINISHED;
+SIGTERM, e.g. a container stop, ends it KILLED and exits 143).
 Never part of `stage=all`.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from werkzeug.serving import make_server
 
+from vqi import tracking
 from vqi.serve.app import create_app, fast_methods
 from vqi.serve.registry import CheckpointRegistry
 from vqi.utils.device import resolve_device
@@ -34,8 +36,11 @@ def _slug(text: str) -> str:
 
 def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
     """id -> checkpoint file for every run of `experiment` that logged a `checkpoint_dir` tag,
-    newest run first; a file listed by several runs keeps the newest run's id."""
+    newest run first; a file listed by several runs keeps the newest run's id. A folder inside
+    a local store's folder is found relative to the store (tag `checkpoint_dir_in_store`), so a
+    moved or copied checkout serves its own checkpoints."""
     client = MlflowClient(uri)
+    store = tracking.store_folder(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return {}
@@ -43,7 +48,8 @@ def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
     seen: set[Path] = set()
     for run in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
                                   max_results=1000):
-        folder = run.data.tags.get("checkpoint_dir")
+        inside = run.data.tags.get("checkpoint_dir_in_store")
+        folder = (store / inside) if store is not None and inside else run.data.tags.get("checkpoint_dir")
         if not folder:
             continue
         name = _slug(run.data.tags.get("mlflow.runName", run.info.run_id))
@@ -71,6 +77,14 @@ def registry_entries(cfg: DictConfig) -> dict[str, Path]:
     return entries
 
 
+def allowed_hosts(cfg: DictConfig) -> list[str]:
+    """Host header names the app answers besides loopback: `serve.allowed_hosts`, and the bound
+    address unless it is a wildcard."""
+    hosts = [str(h) for h in cfg.serve.get("allowed_hosts") or []]
+    bound = str(cfg.serve.host)
+    return hosts + ([bound] if bound not in ("0.0.0.0", "::", "") else [])
+
+
 def build_app(cfg: DictConfig):
     """The app the config describes (also used by tests)."""
     s = cfg.serve
@@ -78,7 +92,7 @@ def build_app(cfg: DictConfig):
     registry = CheckpointRegistry(entries, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models))
     app = create_app(registry, fast_methods(list(s.methods)), s.review_file, s.images_dir, s.masks_dir,
                      s.work_dir, OmegaConf.to_container(s.class_map), str(s.void), float(s.point_tolerance),
-                     int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels))
+                     int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels), allowed_hosts(cfg))
     return app, entries
 
 

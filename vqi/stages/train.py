@@ -6,7 +6,9 @@ Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via
 num_workers, split, val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir,
 optimizer, scheduler, transforms`.
 
-Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically.
+Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically;
+only `last.pt` holds the optimizer and scheduler state that resuming needs. A finished training
+logs `best.pt` once to MLflow, as the artifact `model/best.pt`.
 A run finds `last.pt` and then: continues it (same config, unfinished; the MLflow run continues
 too, see `resume_run_id`), reuses it (same config, finished), or stops with an error (other
 config) unless `train.force=true`. Under `torchrun`, rank 0 alone writes and logs.
@@ -26,7 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from vqi import tracking
 from vqi.classes import CLASS_NAMES
+from vqi.config import relocatable
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.data.prepared import current_fingerprint
 from vqi.engine import distributed
@@ -40,6 +44,13 @@ log = logging.getLogger(__name__)
 
 RUNTIME_KEYS = ("num_workers", "force", "progress", "checkpoint_dir", "eval_untrained", "stop_after_epochs")
 """`train.*` keys that do not change what is trained, so a resume may differ in them."""
+
+
+RESUME_ONLY_KEYS = ("optimizer", "scheduler")
+"""Checkpoint keys only `last.pt` keeps: resuming needs them, using the model does not."""
+
+MODEL_ARTIFACT = "model/best.pt"
+"""Where a finished training's model (best.pt, weights only) lies among its MLflow artifacts."""
 
 
 class CheckpointConfigError(RuntimeError):
@@ -59,7 +70,9 @@ def _fingerprint(cfg: DictConfig) -> str | None:
 
 
 def _identity(config: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
-    """The part of a resolved config that decides what a training produces."""
+    """The part of a resolved config that decides what a training produces, with the checkout's
+    folders as placeholders: a moved or copied checkout continues its own last.pt."""
+    config = relocatable(config)
     train = {k: v for k, v in config["train"].items() if k not in RUNTIME_KEYS}
     model = {k: v for k, v in (config.get("model") or {}).items() if k != "target_layer"}  # explaining only
     return {"seed": config.get("seed"), "data": config.get("data"), "model": model,
@@ -226,8 +239,9 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
                 "class_names": names, "model_config": model_config, "config": _plain_config(cfg),
                 "mlflow_run_id": run_id, "dataset_fingerprint": fingerprint, "metrics": metrics,
             }
-            if improved:
-                save_checkpoint(ckpt_out, ckpt_dir / "best.pt")
+            if improved:  # best.pt is for using the model: no optimizer state (2x the weights with AdamW)
+                save_checkpoint({k: v for k, v in ckpt_out.items() if k not in RESUME_ONLY_KEYS},
+                                ckpt_dir / "best.pt")
             save_checkpoint(ckpt_out, ckpt_dir / "last.pt")
             mlflow.log_metrics(_finite(metrics), step=epoch + 1)
             log.info("epoch %d/%d: loss %.4f, val Overall IoU %.4f%s", epoch + 1, tc.epochs,
@@ -238,11 +252,20 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         log.info("train.stop_after_epochs=%s: stopping at epoch %d/%d; rerun to continue",
                  tc.stop_after_epochs, stop, tc.epochs)
     if main:
-        for name in ("best.pt", "last.pt"):
-            if (ckpt_dir / name).is_file():
-                mlflow.log_artifact(str(ckpt_dir / name), artifact_path="checkpoints")
-        mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
+        if stop == tc.epochs and (ckpt_dir / "best.pt").is_file():  # the model, once, when trained
+            mlflow.log_artifact(str(ckpt_dir / "best.pt"), artifact_path=MODEL_ARTIFACT.rsplit("/", 1)[0])
+            mlflow.set_tag("model_artifact", MODEL_ARTIFACT)
+        _tag_checkpoint_dir(cfg, ckpt_dir)
     return _final(metrics)
+
+
+def _tag_checkpoint_dir(cfg: DictConfig, ckpt_dir: Path) -> None:
+    """Tag where the checkpoints lie: `checkpoint_dir` (absolute) and, inside the tracking
+    store's folder, `checkpoint_dir_in_store` (relative), which a moved or copied store uses."""
+    mlflow.set_tag("checkpoint_dir", str(ckpt_dir))
+    store = tracking.store_folder(str(cfg.tracking.uri))
+    if store is not None and ckpt_dir.resolve().is_relative_to(store.resolve()):
+        mlflow.set_tag("checkpoint_dir_in_store", ckpt_dir.resolve().relative_to(store.resolve()).as_posix())
 
 
 def build_config(cfg: DictConfig, num_classes: int) -> dict[str, Any]:

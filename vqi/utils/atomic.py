@@ -1,12 +1,71 @@
-"""Atomic file writes: a reader never sees a half-written file, even after a crash."""
+"""Atomic, durable file writes: a reader never sees a half-written file, even after a crash.
+
+The data is fsynced before the rename and the folder after it, so a power cut leaves either
+the old file or the whole new one. Files get the mode the umask gives (0666 & ~umask), as
+`open()` would, not the 0600 of a private temporary file.
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def public_mode(path: str | os.PathLike) -> None:
+    """Give a file made private by `mkstemp`/`mkdtemp` the mode a plain create would give it."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new entry in folder `path` durable (a no-op where folders cannot be
+    opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file and folder below `root` (before renaming a finished folder into place)."""
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            fsync_file(os.path.join(folder, name))
+        fsync_dir(folder)
 
 
 @contextmanager
@@ -19,7 +78,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        public_mode(tmp_path)
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
