@@ -10,7 +10,7 @@ from pathlib import Path
 from cli_factory import start_cli
 from mlflow.tracking import MlflowClient
 
-TMP_GLOB = ".synthetic-160.tmp-*"
+TMP_GLOB = ".synthetic-noise-*-160.tmp-*"   # the demo generates noisy annotations
 
 
 def _start(tmp_path: Path, tmp_paths: list[str], *args: str) -> subprocess.Popen:
@@ -50,7 +50,7 @@ def test_sigterm_during_prepare_kills_the_run_and_removes_its_temporary_folder(t
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert "stopped by SIGTERM" in out
-    assert not list((tmp_path / "data" / "processed").glob(".synthetic-160.*"))
+    assert not list((tmp_path / "data" / "processed").glob(".synthetic-noise-*-160.*"))
     (run,) = runs(tmp_path, "prepare")
     assert run.info.status == "KILLED" and run.data.tags["end_reason"] == "stopped by SIGTERM"
 
@@ -83,7 +83,7 @@ def test_a_later_run_closes_runs_and_removes_folders_of_a_process_killed_with_si
                       "data.preview_images=0", *tmp_paths)
     out = later.communicate(timeout=300)[0]
     assert later.returncode == 0, out[-3000:]
-    assert not left.exists() and not list(processed.glob(".synthetic-160.*"))
+    assert not left.exists() and not list(processed.glob(".synthetic-noise-*-160.*"))
     status = {r.info.run_id: r for r in runs(tmp_path, "prepare")}
     assert status[killed.info.run_id].info.status == "KILLED"
     assert f"process {proc.pid} on " in status[killed.info.run_id].data.tags["end_reason"]
