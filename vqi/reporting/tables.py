@@ -22,6 +22,7 @@ class Column:
     better: str | None = None   # "higher" | "lower" | None (not ranked)
     digits: int = 2
     latex: str | None = None    # LaTeX header; defaults to `label` with arrows as math
+    missing: str = "–"          # the cell of a missing or non-finite value (e.g. "undefined")
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Table:
         return {n for n, v in finite.items() if round(v, col.digits) == round(target, col.digits)}
 
     def _cell(self, col: Column, value: float | None) -> str:
-        return "–" if value is None or not math.isfinite(value) else f"{value:.{col.digits}f}"
+        return col.missing if value is None or not math.isfinite(value) else f"{value:.{col.digits}f}"
 
     def markdown(self) -> str:
         best = {c.key: self.best(c.key) for c in self.columns}
