@@ -44,7 +44,9 @@ class Table:
         return {n for n, v in finite.items() if round(v, col.digits) == round(target, col.digits)}
 
     def _cell(self, col: Column, value: float | None) -> str:
-        return col.missing if value is None or not math.isfinite(value) else f"{value:.{col.digits}f}"
+        if value is None:
+            return "–"
+        return col.missing if not math.isfinite(value) else f"{value:.{col.digits}f}"
 
     def markdown(self) -> str:
         best = {c.key: self.best(c.key) for c in self.columns}

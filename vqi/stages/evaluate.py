@@ -34,6 +34,7 @@ from vqi.metrics.faithfulness import masked_confidences
 from vqi.models.checkpoint import load_model
 from vqi.reporting.figures import save_curves_figure
 from vqi.reporting.table1 import label
+from vqi.stages.explain import _device_name
 from vqi.utils.atomic import write_json
 from vqi.utils.device import resolve_device
 from vqi.xai.maps import META, file_hash, load_maps, read_meta
@@ -138,7 +139,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         mlflow.log_artifact(str(path), artifact_path="figures")
     mlflow.set_tags({"xai_method": xc.name, "xai_engine": meta.get("engine", ""), "xai_target": xc.target,
                      "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-                     "device": str(meta.get("device")), "metrics_tau": str(cfg.metrics.tau)})
+                     "device": str(meta.get("device")), "metrics_tau": str(cfg.metrics.tau),
+                     "metrics_device": _device_name(device), "pointing_radius": str(cfg.metrics.pointing_radius),
+                     "deletion_steps": str(cfg.metrics.deletion_steps)})
     mlflow.log_artifact(str(method_dir / "metrics.json"), artifact_path="evaluate")
     log.info("evaluate %s: %s", xc.name, ", ".join(f"{k} {metrics[k]:.2f}" for k in
                                                    ("ebpg", "bbox", "iou", "drop", "increase", "pointing",
