@@ -57,7 +57,8 @@ class Table:
                      for c in self.columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         head = [f"**{self.caption}**", ""] if self.caption else []
-        tail = ["", "Best of each column in bold.", *[f"- {n}" for n in self.notes]]
+        ranked = any(c.better is not None for c in self.columns)
+        tail = ["", *(["Best of each column in bold."] if ranked else []), *[f"- {n}" for n in self.notes]]
         return "\n".join(head + lines + tail) + "\n"
 
     def csv(self) -> str:

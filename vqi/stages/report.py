@@ -194,6 +194,9 @@ def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, v
         f"Devices: evaluate on {', '.join(devices)}"
         + (f"; sanity check on {sanity.data.tags.get('device', '?')}." if sanity else "."),
     ]
+    unchecked = [label(r.method) for r in trust if "final_ssim" not in r.metrics]
+    if sanity and unchecked:
+        notes.append(f"Not in the sanity run (sanity.methods): {', '.join(unchecked)}.")
     failing = [label(m) for m, v in verdicts.items() if v is False]
     undefined = [label(m) for m, v in verdicts.items() if v is None and "final_ssim" in
                  next(r.metrics for r in trust if r.method == m)]
