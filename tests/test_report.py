@@ -97,3 +97,59 @@ def test_report_without_runs_says_what_to_run(make_cfg, tmp_path):
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(experiment_id=experiment_id), pytest.raises(ValueError, match="stage=explain,evaluate"):
         report.run(cfg)
+
+
+def _log_sanity(experiment_id, ckpt_hash, finals: dict[str, tuple[float, float]], undefined=()):
+    """A finished sanity run: {method: (rho, abs_rho)}; `undefined` methods were checked, rho NaN."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name="sanity"):
+        methods = [*finals, *undefined]
+        mlflow.set_tags({"stage": "sanity", "checkpoint_hash": ckpt_hash, "device": "cpu (2 threads)",
+                         "sanity_methods": ",".join(methods)})
+        mlflow.log_metrics({"units": 9.0, **{f"final_ssim/{m}": 0.1 for m in methods},
+                            **{f"final_rho/{m}": v[0] for m, v in finals.items()},
+                            **{f"final_abs_rho/{m}": v[1] for m, v in finals.items()}})
+    time.sleep(0.01)
+
+
+def _trust_metrics(values, deletion, insertion, pointing):
+    return {**dict(zip(SIX, values)), "units": 7.0, "deletion": deletion, "insertion": insertion,
+            "pointing": pointing}
+
+
+def test_table3_flags_a_chosen_method_that_fails_sanity_or_does_not_beat_random_cam(make_cfg, tmp_path):
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"weights")
+    h = file_hash(ckpt)
+    cfg = make_cfg(f"xai.checkpoint={ckpt}", "xai_methods=[gradcam,hirescam,random_cam]", stage="report")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    # gradcam wins Table I but fails the sanity check and loses to the floor on deletion;
+    # random_cam is fastest (wins Time) but is the floor: never chosen, never counted.
+    _log_evaluate(experiment_id, "gradcam", h, _trust_metrics([70, 60, 50, 5, 60, 0.2], 40.0, 60.0, 90.0))
+    _log_evaluate(experiment_id, "hirescam", h, _trust_metrics([60, 50, 40, 6, 50, 0.3], 20.0, 70.0, 95.0))
+    _log_evaluate(experiment_id, "random_cam", h, _trust_metrics([10, 10, 10, 50, 0, 0.01], 30.0, 50.0, 20.0))
+    _log_sanity(experiment_id, h, {"gradcam": (0.6, 0.6), "hirescam": (0.05, 0.1)}, undefined=["random_cam"])
+    with mlflow.start_run(experiment_id=experiment_id):
+        report.run(cfg)
+    tables = Path(cfg.paths.tables_dir)
+    chosen = json.loads((tables / "chosen_method.json").read_text())
+    assert chosen["method"] == "gradcam" and chosen["wins"] == {"gradcam": 6, "hirescam": 0}
+    assert chosen["sanity_pass"] is False and chosen["beats_floor"] is False
+    md3 = (tables / "table3.md").read_text()
+    assert "| GradCAM | 0.60 | 0.60 | 0.10 | 40.00 | 60.00 | 90.00 | 7 |" in md3
+    assert "| HiResCAM | **0.10** | 0.05 | 0.10 | **20.00** | **70.00** | **95.00** | 7 |" in md3
+    assert "| Random-CAM | undefined | undefined | 0.10 | 30.00 | 50.00 | 20.00 | 7 |" in md3
+    for text in ("FAILS the sanity check", "does not beat Random-CAM on deletion (40.00 vs 30.00)",
+                 "in % of conf_c(x)", "cpu (2 threads)", "Sanity correlation undefined: Random-CAM"):
+        assert text in md3
+    assert "FAILS the sanity check" in (tables / "table1.md").read_text()
+    assert (tables / "table3.csv").read_text().splitlines()[0].startswith("Method,Sanity |ρ|↓,Sanity ρ,Sanity SSIM")
+    assert r"\textbf{20.00}" in (tables / "table3.tex").read_text()
+
+    cfg3 = make_cfg(f"xai.checkpoint={ckpt}", "xai_methods=[gradcam,hirescam,random_cam]",
+                    "report.choose_by=table3", stage="report")
+    with mlflow.start_run(experiment_id=experiment_id):
+        report.run(cfg3)
+    chosen = json.loads((tables / "chosen_method.json").read_text())
+    assert chosen["method"] == "hirescam" and chosen["choose_by"] == "table3"
+    assert chosen["sanity_pass"] is True and chosen["beats_floor"] is True
+    assert "HiResCAM beats Random-CAM on deletion, insertion and pointing" in (tables / "table3.md").read_text()

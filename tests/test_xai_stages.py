@@ -38,7 +38,8 @@ def test_explain_then_evaluate_writes_maps_and_logs_metrics(make_cfg, tmp_path):
     assert len(list(Path(cfg.xai.figures_dir).glob("*.png"))) == 1
 
     metrics = _in_run(cfg, evaluate, "evaluate")
-    for key in ("ebpg", "bbox", "iou", "drop", "increase", "time", "units", "images"):
+    for key in ("ebpg", "bbox", "iou", "drop", "increase", "pointing", "deletion", "insertion", "time", "units",
+                "images"):
         assert key in metrics and np.isfinite(metrics[key])
     assert metrics["units"] == out["units"]
     assert 0 <= metrics["ebpg"] <= 100 and 0 <= metrics["drop"] <= 100
@@ -46,6 +47,11 @@ def test_explain_then_evaluate_writes_maps_and_logs_metrics(make_cfg, tmp_path):
     assert per_class and sum(metrics[f"units/{k.split('/')[1]}"] for k in per_class) == metrics["units"]
     saved = json.loads((method_dir / "metrics.json").read_text())
     assert saved["metrics"]["ebpg"] == pytest.approx(metrics["ebpg"])
+    assert len(saved["curves"]["deletion"]) == cfg.metrics.deletion_steps + 1
+    assert saved["curves"]["deletion"][0] == pytest.approx(1.0)    # nothing deleted yet: conf_c(x) / conf_c(x)
+    assert (Path(cfg.xai.figures_dir) / "deletion_insertion.png").is_file()
+    history = MlflowClient().get_metric_history(mlflow.last_active_run().info.run_id, "insertion_curve")
+    assert [m.step for m in history] == list(range(cfg.metrics.deletion_steps + 1))
 
 
 def test_fast_and_library_engines_give_the_same_maps(make_cfg, tmp_path):

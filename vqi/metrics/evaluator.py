@@ -12,7 +12,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from vqi.metrics import faithfulness, plausibility
+from vqi.metrics import deletion, faithfulness, plausibility, pointing
 
 
 @dataclass
@@ -28,6 +28,8 @@ class ImageResult:
     o: np.ndarray | None = None          # conf_c(x * L_c) per unit
     seconds: float | None = None         # time to explain all units of the image
     skipped: dict[int, str] = field(default_factory=dict)   # class id -> reason
+    image: torch.Tensor | None = None    # the normalised input, 3 x H x W (deletion / insertion)
+    targets: torch.Tensor | None = None  # T_c per unit, U x H x W bool, on the image's device
 
 
 class Evaluator(Protocol):
@@ -102,6 +104,65 @@ class FaithfulnessEvaluator:
 
     def evaluate(self) -> dict[str, float]:
         return self.acc.summary()
+
+
+class PointingEvaluator:
+    """Pointing game with a tolerance of `radius` px for thin objects."""
+
+    def __init__(self, class_names: Sequence[str], radius: float = 3.0):
+        if radius < 0:
+            raise ValueError(f"metrics.pointing.radius must be >= 0, got {radius}")
+        self.class_names, self.radius = class_names, float(radius)
+        self.reset()
+
+    def reset(self) -> None:
+        self.acc = _PerClass(self.class_names)
+
+    def process(self, result: ImageResult) -> None:
+        if result.class_ids:
+            gt = np.stack([result.gt == c for c in result.class_ids])
+            self.acc.add("pointing", result.class_ids, pointing.hits(result.maps, gt, self.radius))
+
+    def evaluate(self) -> dict[str, float]:
+        return self.acc.summary()
+
+
+class DeletionInsertionEvaluator:
+    """Deletion and insertion AUC (%), `batch_size` perturbed inputs per forward pass; keeps the
+    mean curves (`curves()`) for the figure."""
+
+    def __init__(self, class_names: Sequence[str], model: torch.nn.Module, steps: int = 32,
+                 batch_size: int = 16, sigma: float | None = None):
+        if int(steps) < 1 or int(batch_size) < 1:
+            raise ValueError(f"metrics.deletion: steps and batch_size must be >= 1, got {steps}, {batch_size}")
+        self.class_names, self.model = class_names, model
+        self.steps, self.batch_size, self.sigma = int(steps), int(batch_size), sigma
+        self.reset()
+
+    def reset(self) -> None:
+        self.acc = _PerClass(self.class_names)
+        self.sums = {"deletion": np.zeros(self.steps + 1), "insertion": np.zeros(self.steps + 1)}
+        self.count = 0
+
+    def process(self, result: ImageResult) -> None:
+        if not result.class_ids:
+            return
+        if result.image is None or result.targets is None:
+            raise ValueError(f"image {result.stem}: deletion / insertion need the image and the target masks")
+        maps = torch.as_tensor(result.maps, device=result.image.device)
+        dele, ins = deletion.curves(self.model, result.image, maps, result.class_ids, result.targets,
+                                    self.steps, self.batch_size, self.sigma)
+        for name, curve in (("deletion", dele.cpu().numpy()), ("insertion", ins.cpu().numpy())):
+            self.acc.add(name, result.class_ids, deletion.auc(curve))
+            self.sums[name] += curve.sum(axis=0)
+        self.count += len(result.class_ids)
+
+    def evaluate(self) -> dict[str, float]:
+        return self.acc.summary()
+
+    def curves(self) -> dict[str, list[float]]:
+        """Mean curve over units per kind (S + 1 points at s / S), empty before any unit."""
+        return {k: (v / self.count).tolist() for k, v in self.sums.items()} if self.count else {}
 
 
 class TimeEvaluator:

@@ -49,3 +49,50 @@ def save_cam_figure(path: str | Path, rgb: np.ndarray, gt: np.ndarray, pred: np.
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return path
+
+
+def save_lines_figure(path: str | Path, x_labels: Sequence[str], lines: dict[str, Sequence[float]],
+                      ylabel: str, title: str = "", hline: float | None = None) -> Path:
+    """One line per name over categorical steps (NaN = undefined, left as a gap); written atomically."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(x_labels) + 2), 3.6))
+    for name, values in lines.items():
+        ax.plot(range(len(values)), np.asarray(values, dtype=float), marker="o", ms=3, label=name)
+    if hline is not None:
+        ax.axhline(hline, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(x_labels)))
+    ax.set_xticklabels(x_labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_curves_figure(path: str | Path, curves: dict[str, dict[str, Sequence[float]]], title: str = "") -> Path:
+    """Deletion | insertion panels, conf_c / conf_c(x) against the share of pixels changed, one
+    line per method (`{method: {"deletion": [...], "insertion": [...]}}`); written atomically."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), sharey=True)
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        for name, kinds in curves.items():
+            if kinds.get(kind):
+                values = np.asarray(kinds[kind], dtype=float)
+                ax.plot(np.linspace(0, 1, len(values)), values, label=name)
+        ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)", fontsize=9)
+        ax.set_xlabel("share of pixels " + ("blurred" if kind == "deletion" else "restored"))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("conf_c / conf_c(x)")
+    axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

@@ -21,7 +21,8 @@ METRICS = (
     Column("time", "Time(s)↓", "lower", digits=3),
 )
 LABELS = {"gradcam": "GradCAM", "gradcampp": "GradCAM++", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-          "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM"}
+          "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM",
+          "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM"}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ class Column:
     better: str | None = None   # "higher" | "lower" | None (not ranked)
     digits: int = 2
     latex: str | None = None    # LaTeX header; defaults to `label` with arrows as math
+    missing: str = "–"          # the cell of a missing or non-finite value (e.g. "undefined")
 
 
 @dataclass
@@ -46,7 +47,9 @@ class Table:
     def _cell(self, col: Column, value: float | str | None) -> str:
         if isinstance(value, str):
             return value
-        return "–" if value is None or not math.isfinite(value) else f"{value:.{col.digits}f}"
+        if value is None:
+            return "–"
+        return col.missing if not math.isfinite(value) else f"{value:.{col.digits}f}"
 
     def markdown(self) -> str:
         best = {c.key: self.best(c.key) for c in self.columns}
@@ -57,7 +60,8 @@ class Table:
                      for c in self.columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         head = [f"**{self.caption}**", ""] if self.caption else []
-        tail = ["", "Best of each column in bold.", *[f"- {n}" for n in self.notes]]
+        ranked = any(c.better is not None for c in self.columns)
+        tail = ["", *(["Best of each column in bold."] if ranked else []), *[f"- {n}" for n in self.notes]]
         return "\n".join(head + lines + tail) + "\n"
 
     def csv(self) -> str:

@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "test": "vqi.stages.test",
     "explain": "vqi.stages.explain",
     "evaluate": "vqi.stages.evaluate",
+    "sanity": "vqi.stages.sanity",
     "report": "vqi.stages.report",
     "augment": "vqi.stages.augment",
     "retrain": "vqi.stages.retrain",

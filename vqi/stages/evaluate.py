@@ -1,18 +1,25 @@
-"""stage=evaluate: EBPG, IoU, Bbox, Drop, Increase and Time of one method's maps (Table I row).
+"""stage=evaluate: EBPG, IoU, Bbox, Drop, Increase and Time of one method's maps (Table I row),
+pointing game and deletion / insertion AUC (Table III).
 
 Config keys read: `device`, `data.processed_dir`, `xai.{name, checkpoint, split, target,
-maps_dir, transform, progress}`, `metrics.{batch_size, evaluators}`. Reads the maps and
+maps_dir, figures_dir, transform, progress}`, `metrics.{batch_size, evaluators}`. Reads the maps and
 `explain.json` that stage=explain wrote for the same checkpoint (checked by hash), the split's
 COCO boxes and masks; logs the metrics (overall and `<metric>/<class>`), unit counts, skipped
 units by reason, and tags the run with method, checkpoint (+ hash) and the device of the times.
+The mean deletion / insertion curves go to metrics.json, to the metric histories
+`deletion_curve` / `insertion_curve` (step s = point s / S) and to a figure.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import time
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -25,6 +32,9 @@ from vqi.metrics.boxes import box_masks
 from vqi.metrics.evaluator import Evaluators, ImageResult
 from vqi.metrics.faithfulness import masked_confidences
 from vqi.models.checkpoint import load_model
+from vqi.reporting.figures import save_curves_figure
+from vqi.reporting.table1 import label
+from vqi.stages.explain import _device_name
 from vqi.utils.atomic import write_json
 from vqi.utils.device import resolve_device
 from vqi.xai.maps import META, file_hash, load_maps, read_meta
@@ -43,11 +53,15 @@ def inputs(cfg: DictConfig) -> list[Path]:
             Path(cfg.xai.maps_dir) / cfg.xai.name / META]
 
 
-def _evaluators(cfg: DictConfig, class_names: list[str]) -> Evaluators:
+def _evaluators(cfg: DictConfig, class_names: list[str], model: torch.nn.Module) -> Evaluators:
+    """Partial evaluators get the class names, and the model when they take one (deletion)."""
     built = []
     for spec in cfg.metrics.evaluators.values():
         e = instantiate(spec)
-        built.append(e(class_names) if isinstance(e, functools.partial) else e)
+        if isinstance(e, functools.partial):
+            wants_model = "model" in inspect.signature(e.func).parameters
+            e = e(class_names, model=model) if wants_model else e(class_names)
+        built.append(e)
     return Evaluators(built)
 
 
@@ -69,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for ann in doc.get("annotations", []):
         anns.setdefault(ann["image_id"], []).append(ann)
     image_ids = {Path(img["file_name"]).stem: img["id"] for img in doc["images"]}
-    evaluators = _evaluators(cfg, names)
+    evaluators = _evaluators(cfg, names, model)
     evaluators.reset()
     index = {stem: i for i, stem in enumerate(dataset.stems)}
     for stem, info in tqdm(meta["images"].items(), desc=f"evaluate {xc.name}", disable=not xc.progress):
@@ -97,6 +111,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if stack.shape[1:] != (height, width):
             raise ValueError(f"{method_dir / f'{stem}.npz'}: maps are {stack.shape[1:]}, images {height}x{width}")
         y = o = np.zeros(0)
+        targets = None
         if units:
             targets = torch.stack([m for _, m in units])
             y_t, o_t = masked_confidences(model, image, torch.from_numpy(stack).to(device), classes, targets,
@@ -105,17 +120,31 @@ def run(cfg: DictConfig) -> dict[str, float]:
         evaluators.process(ImageResult(
             stem=stem, class_ids=classes, maps=stack, gt=gt.cpu().numpy(),
             boxes=np.stack([boxes[c] for c in classes]) if units else np.zeros((0, height, width), bool),
-            y=y, o=o, seconds=info.get("seconds"),
+            y=y, o=o, seconds=info.get("seconds"), image=image, targets=targets,
             skipped={names.index(n): why for n, why in info.get("skipped", {}).items()}))
     metrics = evaluators.evaluate()
+    curves = {k: v for e in evaluators.evaluators if hasattr(e, "curves") for k, v in e.curves().items()}
     write_json(method_dir / "metrics.json", {"method": xc.name, "checkpoint": str(xc.checkpoint),
                                              "checkpoint_hash": checkpoint_hash, "device": meta.get("device"),
-                                             "tau": cfg.metrics.tau, "target": xc.target, "metrics": metrics})
+                                             "tau": cfg.metrics.tau, "target": xc.target, "metrics": metrics,
+                                             "curves": curves})
+    now = int(time.time() * 1000)   # metric history: step s = point s / S of the mean curve
+    history = [Metric(f"{kind}_curve", float(v), now, step) for kind, curve in curves.items()
+               for step, v in enumerate(curve) if np.isfinite(v)]
+    if history:
+        MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=history)
+    if curves:
+        path = save_curves_figure(Path(xc.figures_dir) / "deletion_insertion.png", {label(xc.name): curves},
+                                  title=f"{label(xc.name)}: deletion and insertion (mean over units)")
+        mlflow.log_artifact(str(path), artifact_path="figures")
     mlflow.set_tags({"xai_method": xc.name, "xai_engine": meta.get("engine", ""), "xai_target": xc.target,
                      "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-                     "device": str(meta.get("device")), "metrics_tau": str(cfg.metrics.tau)})
+                     "device": str(meta.get("device")), "metrics_tau": str(cfg.metrics.tau),
+                     "metrics_device": _device_name(device), "pointing_radius": str(cfg.metrics.pointing_radius),
+                     "deletion_steps": str(cfg.metrics.deletion_steps)})
     mlflow.log_artifact(str(method_dir / "metrics.json"), artifact_path="evaluate")
     log.info("evaluate %s: %s", xc.name, ", ".join(f"{k} {metrics[k]:.2f}" for k in
-                                                   ("ebpg", "bbox", "iou", "drop", "increase", "time", "units")
+                                                   ("ebpg", "bbox", "iou", "drop", "increase", "pointing",
+                                                    "deletion", "insertion", "time", "units")
                                                    if k in metrics))
     return metrics

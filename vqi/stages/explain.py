@@ -50,8 +50,14 @@ def build_cam(cfg: DictConfig, model: torch.nn.Module) -> BaseCAM:
     """The configured method on the configured engine."""
     xc = cfg.xai
     if xc.engine == "fast":
+        if "_target_" not in xc.method:
+            raise ValueError(f"xai={xc.name} has no fast implementation (conf/xai/{xc.name}.yaml has no "
+                             "method._target_); use xai.engine=library")
         return instantiate(xc.method)(model=model, target_layer=xc.target_layer)
     if xc.engine == "library":
+        if not xc.library_method:
+            raise ValueError(f"xai={xc.name} has no pytorch-grad-cam equivalent (xai.library_method is null); "
+                             "use xai.engine=fast")
         return LibraryCAM(model, xc.target_layer, xc.library_method,
                           batch_size=int(xc.method.get("batch_size", 16)))
     raise ValueError(f"xai.engine: expected one of {ENGINES}, got {xc.engine!r}")

@@ -2,9 +2,13 @@
 Table II (original vs enhanced test IoU) once a retrain run exists.
 
 Config keys read: `xai.checkpoint`, `xai_methods` (row order; other evaluated methods follow),
-`paths.tables_dir`. Takes the latest FINISHED `evaluate` run per method tagged with the
-checkpoint's hash (in this MLflow experiment), writes `table1.md/.csv/.tex` and
-`chosen_method.json` (read by the augment stage) to `paths.tables_dir`, logs them.
+`paths.tables_dir`, `report.{choose_by, floor, sanity_max_abs_rho, figures_dir}`. Takes the latest
+FINISHED `evaluate` run per method tagged with the checkpoint's hash (in this MLflow experiment),
+writes `table1.md/.csv/.tex` and `chosen_method.json` (read by the augment stage) to
+`paths.tables_dir`, logs them. Table III (`table3.md/.csv/.tex`, a curves figure) joins those runs'
+deletion / insertion / pointing with the latest FINISHED `sanity` run of the checkpoint. The
+chosen method follows Table I's rule unless `report.choose_by=table3`; the floor (Random-CAM) is
+never chosen, and the notes say when the chosen method fails the sanity check or does not beat it.
 Table II takes the latest FINISHED `test` run of `test.checkpoint` and `retrain` run of the
 enhanced checkpoint (`retrain.checkpoint_dir`) on `test.split`, and writes `table2.md/.csv/.tex`.
 """
@@ -18,7 +22,9 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from vqi.reporting.figures import save_curves_figure
 from vqi.reporting.table1 import MethodResult, build_table1, choose_method, label
+from vqi.reporting.table3 import FLOOR_KEYS, build_table3, floor_shortfalls, sanity_verdict
 from vqi.reporting.table2 import COLUMNS, ModelResult, build_table2
 from vqi.stages.retrain import enhanced_config
 from vqi.reporting.tables import write_table
@@ -28,6 +34,7 @@ from vqi.xai.maps import file_hash
 log = logging.getLogger(__name__)
 
 CHOSEN = "chosen_method.json"
+CHOOSE_BY = ("table1", "table3")
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -49,18 +56,32 @@ def evaluate_runs(experiment_id: str, checkpoint_hash: str) -> dict[str, MethodR
     return latest
 
 
+def sanity_run(experiment_id: str, checkpoint_hash: str):
+    """The latest finished sanity run for a checkpoint hash, or None."""
+    runs = MlflowClient().search_runs(
+        [experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+        filter_string=f"tags.stage = 'sanity' and tags.checkpoint_hash = '{checkpoint_hash}' "
+                      "and attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     checkpoint = Path(cfg.xai.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"xai.checkpoint {checkpoint} does not exist (run stage=train first)")
+    if cfg.report.choose_by not in CHOOSE_BY:
+        raise ValueError(f"report.choose_by: expected one of {CHOOSE_BY}, got {cfg.report.choose_by!r}")
     checkpoint_hash = file_hash(checkpoint)
-    found = evaluate_runs(mlflow.active_run().info.experiment_id, checkpoint_hash)
+    experiment_id = mlflow.active_run().info.experiment_id
+    found = evaluate_runs(experiment_id, checkpoint_hash)
     if not found:
         raise ValueError(f"no finished evaluate run for checkpoint {checkpoint} (hash {checkpoint_hash}); "
                          "run stage=explain,evaluate for each method first")
     wanted = [m for m in cfg.xai_methods if m in found]
     results = [found[m] for m in wanted] + [found[m] for m in sorted(found) if m not in wanted]
     missing = [m for m in cfg.xai_methods if m not in found]
+    floor = str(cfg.report.floor) if cfg.report.floor else None
+    candidates = [r for r in results if r.method != floor] or results
     notes = [f"Checkpoint {checkpoint} (sha256 {checkpoint_hash}); units = (image, foreground class) "
              "pairs with ground truth and target pixels (docs/metrics.md)."]
     skipped = sorted({k for r in results for k in r.metrics if k.startswith("skipped/")})
@@ -70,12 +91,30 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if missing:
         notes.append(f"Not evaluated for this checkpoint: {', '.join(missing)}.")
     table = build_table1(results, caption="Table I: plausibility and faithfulness of CAM methods", notes=notes)
-    winner, wins = choose_method(table, results)
-    table.notes.append(f"Chosen method: {label(winner)} (wins {wins[winner]} column(s); ties: best mean rank, "
-                       "then table order).")
+    trust = _table3_results(results, sanity_run(experiment_id, checkpoint_hash))
+    rule = "Table I" if cfg.report.choose_by == "table1" else "Table III"
+    if cfg.report.choose_by == "table1":
+        winner, wins = choose_method(build_table1(candidates), candidates)
+    else:
+        pool = [r for r in trust if r.method != floor] or trust
+        winner, wins = choose_method(build_table3(pool), pool)
+    chosen_note = (f"Chosen method: {label(winner)} by {rule}'s rule (report.choose_by={cfg.report.choose_by}; "
+                   f"wins {wins[winner]} column(s); ties: best mean rank, then table order"
+                   + (f"; {label(floor)} is the floor, never chosen" if floor in found else "") + ").")
+    table.notes.append(chosen_note)
+    statements = _trust_statements(cfg, winner, trust, floor)
+    table.notes += statements
     tables_dir = Path(cfg.paths.tables_dir)
     paths = write_table(table, tables_dir, "table1")
+    verdicts = {r.method: sanity_verdict(r.metrics, float(cfg.report.sanity_max_abs_rho)) for r in trust}
+    shortfall = ({r.method: floor_shortfalls(r.metrics, next(t.metrics for t in trust if t.method == floor))
+                  for r in trust if r.method != floor} if floor in found else {})
+    if any(k in r.metrics for r in trust for k in ("deletion", "insertion", "pointing", "final_ssim")):
+        paths += _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, verdicts, shortfall)
     write_json(tables_dir / CHOSEN, {"method": winner, "label": label(winner), "wins": wins,
+                                     "choose_by": str(cfg.report.choose_by),
+                                     "sanity_pass": verdicts.get(winner),
+                                     "beats_floor": (not shortfall[winner]) if winner in shortfall else None,
                                      "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash,
                                      "runs": {r.method: r.run_id for r in results}})
     for path in [*paths, tables_dir / CHOSEN]:
@@ -83,7 +122,106 @@ def run(cfg: DictConfig) -> dict[str, float]:
     mlflow.set_tags({"chosen_method": winner, "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
     log.info("Table I (%d methods) -> %s; chosen method: %s\n%s", len(results), paths[0], winner,
              table.markdown())
-    return {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, mlflow.active_run().info.experiment_id)
+    return {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, experiment_id)
+
+
+def _table3_results(results: list[MethodResult], sanity) -> list[MethodResult]:
+    """Each method's evaluate metrics merged with the sanity run's values at full randomisation
+    (NaN = undefined for every unit; absent = the method was not checked)."""
+    checked = set(sanity.data.tags.get("sanity_methods", "").split(",")) if sanity else set()
+    out = []
+    for r in results:
+        metrics = {k: r.metrics[k] for k in ("deletion", "insertion", "pointing", "units") if k in r.metrics}
+        if r.method in checked:
+            for key in ("final_rho", "final_abs_rho", "final_ssim"):
+                metrics[key] = sanity.data.metrics.get(f"{key}/{r.method}", float("nan"))
+        out.append(replace(r, metrics=metrics))
+    return out
+
+
+def _trust_statements(cfg: DictConfig, winner: str, trust: list[MethodResult], floor: str | None) -> list[str]:
+    """What the report must say about the chosen method: sanity check and the Random-CAM floor."""
+    threshold = float(cfg.report.sanity_max_abs_rho)
+    mine = next(r.metrics for r in trust if r.method == winner)
+    out = []
+    verdict = sanity_verdict(mine, threshold)
+    if "final_ssim" not in mine:
+        out.append(f"{label(winner)} has no sanity check for this checkpoint (run stage=sanity).")
+    elif verdict is None:
+        out.append(f"{label(winner)}: the sanity correlation at full randomisation is undefined (its maps are "
+                   "constant for every unit), so it cannot be said to pass the sanity check.")
+    elif not verdict:
+        out.append(f"WARNING: the chosen method {label(winner)} FAILS the sanity check: mean |ρ| "
+                   f"{mine['final_abs_rho']:.3f} >= {threshold} at full randomisation (its maps do not depend "
+                   "enough on the model's weights).")
+    else:
+        out.append(f"{label(winner)} passes the sanity check (mean |ρ| {mine['final_abs_rho']:.3f} < {threshold}).")
+    base = next((r.metrics for r in trust if r.method == floor), None)
+    if winner == floor:
+        pass
+    elif base is None:
+        out.append(f"{label(floor or 'Random-CAM')} was not evaluated for this checkpoint: the floor is unknown.")
+    elif any(k in base for k in FLOOR_KEYS):
+        short = floor_shortfalls(mine, base)
+        if short:
+            out.append(f"WARNING: the chosen method {label(winner)} does not beat {label(floor)} on "
+                       + ", ".join(f"{k} ({_fmt(mine.get(k))} vs {_fmt(base.get(k))})" for k in short) + ".")
+        else:
+            out.append(f"{label(winner)} beats {label(floor)} on deletion, insertion and pointing.")
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, verdicts, shortfall) -> list[Path]:
+    """Table III (md/csv/tex) and the deletion / insertion curves of every method in one figure."""
+    runs = {m: MlflowClient().get_run(r.run_id) for m, r in found.items() if r.run_id}
+    any_run = next(iter(runs.values()), None)
+    steps = any_run.data.tags.get("deletion_steps", "?") if any_run else "?"
+    radius = any_run.data.tags.get("pointing_radius", "?") if any_run else "?"
+    devices = sorted({r.data.tags.get("metrics_device", "?") for r in runs.values()})
+    sanity = sanity_run(mlflow.active_run().info.experiment_id, checkpoint_hash)
+    threshold = float(cfg.report.sanity_max_abs_rho)
+    notes = [
+        f"Deletion / Insertion AUC: area under conf_c(x') / conf_c(x) against the share of pixels blurred / "
+        f"restored (S = {steps} steps, blur sigma = W/20 unless set), in % of conf_c(x). Pointing: % of units "
+        f"whose map peak lies within r = {radius} px of G_c. Units: (image, foreground class) pairs averaged.",
+        "Sanity |ρ|, ρ, SSIM: unitless, means over the sanity check's units at full randomisation "
+        + (f"({int(sanity.data.metrics.get('units', 0))} units); " if sanity else "(not run for this checkpoint); ")
+        + f"'undefined' = constant maps for every unit; a method passes when |ρ| < {threshold}.",
+        f"Devices: evaluate on {', '.join(devices)}"
+        + (f"; sanity check on {sanity.data.tags.get('device', '?')}." if sanity else "."),
+    ]
+    unchecked = [label(r.method) for r in trust if "final_ssim" not in r.metrics]
+    if sanity and unchecked:
+        notes.append(f"Not in the sanity run (sanity.methods): {', '.join(unchecked)}.")
+    failing = [label(m) for m, v in verdicts.items() if v is False]
+    undefined = [label(m) for m, v in verdicts.items() if v is None and "final_ssim" in
+                 next(r.metrics for r in trust if r.method == m)]
+    if failing:
+        notes.append(f"Fail the sanity check (|ρ| >= {threshold}): {', '.join(failing)}.")
+    if undefined:
+        notes.append(f"Sanity correlation undefined: {', '.join(undefined)}.")
+    losers = [label(m) for m, short in shortfall.items() if short]
+    if losers:
+        notes.append(f"Do not beat {label(cfg.report.floor)} on deletion, insertion and pointing alike: "
+                     + ", ".join(losers) + ".")
+    notes += [chosen_note, *statements]
+    table = build_table3(trust, notes=notes)
+    paths = write_table(table, Path(cfg.paths.tables_dir), "table3")
+    curves = {}
+    for method, run in runs.items():
+        kinds = {k: [m.value for m in sorted(MlflowClient().get_metric_history(run.info.run_id, f"{k}_curve"),
+                                             key=lambda m: m.step)] for k in ("deletion", "insertion")}
+        if any(kinds.values()):
+            curves[label(method)] = kinds
+    if curves:
+        paths.append(save_curves_figure(Path(cfg.report.figures_dir) / "table3_deletion_insertion.png", curves,
+                                        title="Deletion and insertion, mean over units, per method"))
+    log.info("Table III -> %s\n%s", paths[0], table.markdown())
+    return paths
 
 
 def latest_test_run(experiment_id: str, stage: str, checkpoint: str, split: str) -> ModelResult | None:
