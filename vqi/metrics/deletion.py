@@ -1,4 +1,4 @@
-"""Deletion and insertion curves (Petsiuk et al. 2018; shared/spec/xai-metrics.md): pixels ordered
+"""Deletion and insertion curves (Petsiuk et al. 2018; docs/metrics.md): pixels ordered
 by L_c, highest first (ties: stable sort, raster order). At step s = 0..S the first s·N // S
 pixels (N = H·W) are taken from a blurred copy of x (deletion) or, starting from the blurred copy,
 from x (insertion); each point is conf_c of that input over T_c, divided by conf_c(x).

@@ -1,4 +1,4 @@
-"""Pointing game (Zhang et al. 2016) adapted to thin objects (shared/spec/xai-metrics.md): a hit
+"""Pointing game (Zhang et al. 2016) adapted to thin objects (docs/metrics.md): a hit
 when the map's maximum lies within `radius` px (Euclidean) of the ground truth G_c. A one-pixel
 miss on a 3-px cable is still a hit; ties for the maximum: the first pixel in raster order.
 """

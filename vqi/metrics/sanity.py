@@ -1,4 +1,4 @@
-"""Model-randomisation sanity check (Adebayo et al. 2018; shared/spec/xai-metrics.md): the model's
+"""Model-randomisation sanity check (Adebayo et al. 2018; docs/metrics.md): the model's
 parameters are re-initialised cascading from the top, and each step's maps are compared with the
 trained model's by Spearman rank correlation and SSIM. An explanation that survives the loss of
 the weights it claims to explain describes the input, not the model.

@@ -1,5 +1,5 @@
 """Table III: can the explanations be trusted? Per method, the sanity-check correlation at full
-randomisation, deletion and insertion AUC and the pointing game (shared/spec/xai-metrics.md,
+randomisation, deletion and insertion AUC and the pointing game (docs/metrics.md,
 "Trusting the explanations"), beside a Random-CAM floor. Table I keeps the paper's layout.
 
 A method passes the sanity check when its mean |rho| at full randomisation is below a threshold;

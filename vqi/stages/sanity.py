@@ -1,5 +1,5 @@
 """stage=sanity: the cascading model-randomisation check of every method of `sanity.methods`
-(shared/spec/xai-metrics.md, "Trusting the explanations").
+(docs/metrics.md, "Trusting the explanations").
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `xai.{checkpoint, target, transform}`
 and each method's `xai/<name>.yaml`, `sanity.{methods, split, max_images, batch_size, seed,
