@@ -116,7 +116,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     paths = write_table(table, Path(cfg.paths.tables_dir), "sanity")
     figure = save_lines_figure(Path(sc.figures_dir) / "sanity_rho.png", ["trained", *labels],
                                {label(n): [1.0] + [r["rho"] for r in results[n]] for n in names},
-                               ylabel="mean Spearman rho (trained vs randomised)", hline=0.0,
+                               ylabel="mean Spearman ρ vs trained", hline=0.0,
                                title="Cascading randomisation: head first, then down the backbone")
     for path in [*paths, figure, Path(sc.output_dir) / "sanity.json"]:
         mlflow.log_artifact(str(path), artifact_path="sanity")
