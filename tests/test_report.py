@@ -142,7 +142,7 @@ def test_table3_flags_a_chosen_method_that_fails_sanity_or_does_not_beat_random_
                  "in % of conf_c(x)", "cpu (2 threads)", "Sanity correlation undefined: Random-CAM"):
         assert text in md3
     assert "FAILS the sanity check" in (tables / "table1.md").read_text()
-    assert (tables / "table3.csv").read_text().splitlines()[0].startswith("Method,Sanity |ρ|↓,Sanity ρ,Sanity SSIM")
+    assert (tables / "table3.csv").read_text().splitlines()[0].startswith("Method,Sanity abs(ρ)↓,Sanity ρ,Sanity SSIM")
     assert r"\textbf{20.00}" in (tables / "table3.tex").read_text()
 
     cfg3 = make_cfg(f"xai.checkpoint={ckpt}", "xai_methods=[gradcam,hirescam,random_cam]",

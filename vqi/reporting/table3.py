@@ -14,7 +14,7 @@ from vqi.reporting.table1 import MethodResult, label
 from vqi.reporting.tables import Column, Table
 
 COLUMNS = (
-    Column("final_abs_rho", "Sanity |ρ|↓", "lower", missing="undefined"),
+    Column("final_abs_rho", "Sanity abs(ρ)↓", "lower", missing="undefined"),
     Column("final_rho", "Sanity ρ", None, missing="undefined"),
     Column("final_ssim", "Sanity SSIM", None),
     Column("deletion", "Deletion AUC (%)↓", "lower"),

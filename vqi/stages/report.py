@@ -188,7 +188,7 @@ def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, v
         f"Deletion / Insertion AUC: area under conf_c(x') / conf_c(x) against the share of pixels blurred / "
         f"restored (S = {steps} steps, blur sigma = W/20 unless set), in % of conf_c(x). Pointing: % of units "
         f"whose map peak lies within r = {radius} px of G_c. Units: (image, foreground class) pairs averaged.",
-        "Sanity |ρ|, ρ, SSIM: unitless, means over the sanity check's units at full randomisation "
+        "Sanity abs(ρ) (mean of |ρ|), ρ, SSIM: unitless, means over the sanity check's units at full randomisation "
         + (f"({int(sanity.data.metrics.get('units', 0))} units); " if sanity else "(not run for this checkpoint); ")
         + f"'undefined' = constant maps for every unit; a method passes when |ρ| < {threshold}.",
         f"Devices: evaluate on {', '.join(devices)}"

@@ -116,7 +116,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     paths = write_table(table, Path(cfg.paths.tables_dir), "sanity")
     figure = save_lines_figure(Path(sc.figures_dir) / "sanity_rho.png", ["trained", *labels],
                                {label(n): [1.0] + [r["rho"] for r in results[n]] for n in names},
-                               ylabel="mean Spearman rho (trained vs randomised)", hline=0.0,
+                               ylabel="mean Spearman ρ vs trained", hline=0.0,
                                title="Cascading randomisation: head first, then down the backbone")
     for path in [*paths, figure, Path(sc.output_dir) / "sanity.json"]:
         mlflow.log_artifact(str(path), artifact_path="sanity")
@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def _table(names, labels, results, units, checkpoint_hash, device, seconds) -> Table:
-    columns = [Column("rho", "ρ", missing="undefined"), Column("abs_rho", "|ρ|", missing="undefined"), Column("ssim", "SSIM"),
+    columns = [Column("rho", "ρ", missing="undefined"), Column("abs_rho", "abs(ρ)", missing="undefined"), Column("ssim", "SSIM"),
                Column("undefined", "Undefined ρ (units)", digits=0)]
     table = Table("Method @ step", columns, caption="Sanity check: trained vs cascading-randomised maps")
     for n in names:
@@ -146,7 +146,7 @@ def _table(names, labels, results, units, checkpoint_hash, device, seconds) -> T
     table.notes += [
         f"Means over {units} units (image, foreground class) of the trained checkpoint (sha256 {checkpoint_hash}); "
         "T_c from the trained model. ρ: Spearman rank correlation, unitless in [-1, 1], over the units where both "
-        "maps vary; |ρ|: mean of its absolute value; SSIM unitless (11x11 Gaussian window, range 1).",
+        "maps vary; abs(ρ): mean of its absolute value |ρ|; SSIM unitless (11x11 Gaussian window, range 1).",
         "Undefined ρ: units whose trained or randomised map is constant (no ranking); 'undefined' = so for every unit.",
         "Steps are cumulative: each row re-initialises its modules on top of every row above it.",
         f"Computed on {device} in {seconds:.1f} s (all methods, all steps).",
