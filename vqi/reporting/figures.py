@@ -30,6 +30,16 @@ def heat(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return ((1 - alpha) * rgb / 255.0 + alpha * colours).clip(0, 1)
 
 
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    """Lay out, write atomically as PNG, close; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def save_cam_figure(path: str | Path, rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray,
                     maps: Sequence[tuple[str, np.ndarray]], title: str = "") -> Path:
     """One row: image, ground truth, prediction, then each `(label, map)`; written atomically."""
@@ -43,12 +53,7 @@ def save_cam_figure(path: str | Path, rgb: np.ndarray, gt: np.ndarray, pred: np.
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=90)
 
 
 def save_lines_figure(path: str | Path, x_labels: Sequence[str], lines: dict[str, Sequence[float]],
@@ -66,12 +71,7 @@ def save_lines_figure(path: str | Path, x_labels: Sequence[str], lines: dict[str
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def save_curves_figure(path: str | Path, curves: dict[str, dict[str, Sequence[float]]], title: str = "") -> Path:
@@ -90,9 +90,4 @@ def save_curves_figure(path: str | Path, curves: dict[str, dict[str, Sequence[fl
     axes[1].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
