@@ -66,10 +66,9 @@ def test_metrics(path: Path) -> dict[str, float]:
     return {k: v for k, v in read_json(path)["metrics"].items() if v is not None}
 
 
-def run_arm(arm: str, folder: Path, common: list[str], experiment: str) -> dict[str, float]:
-    """Run one arm on a finished baseline; return its metrics (fractions)."""
+def run_arm(arm: str, folder: Path, common: list[str], processed: Path, experiment: str) -> dict[str, float]:
+    """Run one arm on a finished baseline (prepared in `processed`); return its metrics (fractions)."""
     log = folder / "logs" / f"{arm}.log"
-    processed = Path(compose_config(["stage=prepare", *common]).data.processed_dir)
     if arm == "original":
         metrics = test_metrics(folder / "test" / experiment / "baseline" / "test" / "metrics.json")
         summary = read_json(processed / "summary.json")
@@ -157,11 +156,12 @@ def main() -> None:
                   flush=True)
             vqi_run("all", [*common, f"until={until}"], folder / "logs" / "baseline.log")
             baseline_seconds = time.time() - tic
-            experiment = str(compose_config(["stage=prepare", *common]).experiment_name)
+            seed_cfg = compose_config(["stage=prepare", *common])   # once per seed: its folders and name
+            processed, experiment = Path(seed_cfg.data.processed_dir), str(seed_cfg.experiment_name)
             for arm in todo:
                 tic = time.time()
                 print(f"[{time.time() - started:6.0f}s] seed {seed}, width factor {factor:g}: arm {arm}", flush=True)
-                metrics = run_arm(arm, folder, common, experiment)
+                metrics = run_arm(arm, folder, common, processed, experiment)
                 record = {"seed": seed, "width_factor": factor, "arm": arm, "metrics": metrics,
                           "seconds": round(time.time() - tic + (baseline_seconds if arm == "original" else 0), 1)}
                 with open(results_file, "a") as handle:
