@@ -37,7 +37,8 @@ def test_mobilenet_forward_shape_and_aux_head():
     assert "aux" not in build_model(ARCH, num_classes=6).eval()(torch.randn(1, 3, 64, 64))
 
 
-@pytest.mark.parametrize("name", ["deeplabv3_resnet101", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["deeplabv3_resnet101", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large",
+                                  "lraspp_mobilenet_v3_large"])
 def test_config_files_build_their_model_and_name_a_real_target_layer(name):
     conf = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
     model = build_model(conf["arch"], num_classes=5, weights=conf["weights"],
@@ -61,6 +62,22 @@ def test_mobilenet_at_output_stride_8_has_four_times_the_logits_and_the_same_wei
     dilated.load_state_dict(native.state_dict())
     with pytest.raises(ValueError, match="output_stride=16 is not available for deeplabv3_resnet50"):
         build_model("deeplabv3_resnet50", num_classes=5, output_stride=16)
+
+
+def test_lraspp_has_full_size_logits_no_aux_head_and_loads_mobilenet_backbone_weights(empty_torch_home):
+    x = torch.randn(1, 3, 96, 96)
+    native = build_model("lraspp_mobilenet_v3_large", num_classes=5).eval()
+    assert native(x)["out"].shape == (1, 5, 96, 96)
+    assert native.backbone(x)["high"].shape[-2:] == (6, 6) and native.backbone(x)["low"].shape[-2:] == (12, 12)
+    dilated = build_model("lraspp_mobilenet_v3_large", num_classes=5, output_stride=8).eval()
+    assert dilated.backbone(x)["high"].shape[-2:] == (12, 12)
+    with pytest.raises(ValueError, match="has no aux head"):
+        build_model("lraspp_mobilenet_v3_large", num_classes=5, aux_loss=True)
+    classifier = torchvision.models.mobilenet_v3_large(weights=None)
+    empty_torch_home.mkdir(parents=True)
+    torch.save(classifier.state_dict(), empty_torch_home / Path(MobileNet_V3_Large_Weights.IMAGENET1K_V1.url).name)
+    model = build_model("lraspp_mobilenet_v3_large", weights_backbone="IMAGENET1K_V1")
+    assert torch.equal(model.backbone["15"].block[0][0].weight, classifier.features[15].block[0][0].weight)
 
 
 def test_checkpoint_remembers_the_output_stride(tmp_path):

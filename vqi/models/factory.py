@@ -1,4 +1,5 @@
-"""Building torchvision DeepLabv3 models for our classes, with weights that never download.
+"""Building torchvision segmentation models (DeepLabv3, and LR-ASPP for CPUs) for our classes,
+with weights that never download.
 
 `weights` / `weights_backbone` take `None`, a torchvision weights name (`"DEFAULT"`,
 `"COCO_WITH_VOC_LABELS_V1"` or the full `"DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1"`),
@@ -23,9 +24,11 @@ from torchvision.models.segmentation import (
     DeepLabV3_MobileNet_V3_Large_Weights,
     DeepLabV3_ResNet50_Weights,
     DeepLabV3_ResNet101_Weights,
+    LRASPP_MobileNet_V3_Large_Weights,
     deeplabv3_mobilenet_v3_large,
     deeplabv3_resnet50,
     deeplabv3_resnet101,
+    lraspp_mobilenet_v3_large,
 )
 
 from vqi.models.weights_file import WeightsFileError, read_plain
@@ -37,11 +40,16 @@ ARCHS: dict[str, tuple[Callable[..., nn.Module], type[Enum], type[Enum]]] = {
     "deeplabv3_resnet50": (deeplabv3_resnet50, DeepLabV3_ResNet50_Weights, ResNet50_Weights),
     "deeplabv3_mobilenet_v3_large": (
         deeplabv3_mobilenet_v3_large, DeepLabV3_MobileNet_V3_Large_Weights, MobileNet_V3_Large_Weights),
+    "lraspp_mobilenet_v3_large": (
+        lraspp_mobilenet_v3_large, LRASPP_MobileNet_V3_Large_Weights, MobileNet_V3_Large_Weights),
 }
 """arch name -> (torchvision builder, segmentation weights enum, backbone weights enum)."""
 
-NATIVE_OUTPUT_STRIDE = {"deeplabv3_resnet101": 8, "deeplabv3_resnet50": 8, "deeplabv3_mobilenet_v3_large": 16}
-"""Input pixels per logit of torchvision's builders; MobileNetV3 can also be built at 8."""
+NATIVE_OUTPUT_STRIDE = {"deeplabv3_resnet101": 8, "deeplabv3_resnet50": 8, "deeplabv3_mobilenet_v3_large": 16,
+                        "lraspp_mobilenet_v3_large": 16}
+"""Input pixels per cell of the backbone's last features in torchvision's builders (for DeepLabv3,
+per logit); the MobileNetV3 models can also be built at 8. LR-ASPP adds its stride-16 features,
+upsampled, to stride-8 ones, so its logits are at 8 either way."""
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -51,7 +59,8 @@ class WeightsNotFoundError(FileNotFoundError):
 def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights: str | None = None,
                 weights_backbone: str | None = None, aux_loss: bool = False,
                 output_stride: int | None = None) -> nn.Module:
-    """A DeepLabv3 with `num_classes` outputs; optional weights for the whole model or the backbone.
+    """A segmentation model with `num_classes` outputs; optional weights for the whole model or the
+    backbone. LR-ASPP has no aux head (`aux_loss=True` is refused).
 
     `output_stride` None keeps the builder's own (`NATIVE_OUTPUT_STRIDE`).
 
@@ -61,9 +70,12 @@ def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights
     if arch not in ARCHS:
         raise ValueError(f"unknown model arch {arch!r}; valid: {', '.join(ARCHS)}")
     builder, seg_enum, backbone_enum = ARCHS[arch]
-    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    if aux_loss and arch.startswith("lraspp"):
+        raise ValueError(f"model.aux_loss=true: {arch} has no aux head")
+    extra = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **extra)
     if output_stride not in (None, NATIVE_OUTPUT_STRIDE[arch]):
-        if not (arch.startswith("deeplabv3_mobilenet") and output_stride == 8):
+        if not ("mobilenet" in arch and output_stride == 8):
             raise ValueError(f"model.output_stride={output_stride} is not available for {arch}; "
                              f"it is built at {NATIVE_OUTPUT_STRIDE[arch]} (MobileNetV3 also at 8)")
         _dilate_last_strided_block(model.backbone)
@@ -140,7 +152,7 @@ def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str
 
 
 def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], arch: str, source: str) -> None:
-    if arch.startswith("deeplabv3_mobilenet"):
+    if "mobilenet" in arch:
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     own = model.backbone.state_dict()
     missing = sorted(set(own) - set(state))
