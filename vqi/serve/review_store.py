@@ -18,12 +18,13 @@ import threading
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from vqi.augment.proposals import DECISIONS, ENLARGE, Proposal
 from vqi.augment.review import ReviewFileError, parse_review, write_review
 from vqi.serve.safety import BadInput
 
+T = TypeVar("T")
 MAX_NOTE = 500
 MAX_K = 50
 EXPERT = "expert"
@@ -106,6 +107,15 @@ class ReviewStore:
             if p.proposal_id == proposal_id:
                 return p
         raise BadInput(f"no proposal {proposal_id!r} in the review file", 404)
+
+    def edit(self, change: Callable[[list[Proposal]], T]) -> T:
+        """Run `change` on the current rows under the lock and write them back (for batch edits,
+        e.g. decisions read back from an annotation tool while the review page is open)."""
+        with self._locked():
+            proposals = self._read()
+            result = change(proposals)
+            write_review(self.path, proposals)
+            return result
 
     def update(self, proposal_id: str, expected_version: str, decision: str | None = None,
                k: int | None = None, note: str | None = None) -> dict:
