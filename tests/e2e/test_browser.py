@@ -8,7 +8,6 @@ step is kept in outputs/screenshots/ for people to look at."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import shutil

@@ -63,9 +63,6 @@ def data_url(pixels: np.ndarray | Image.Image, compress_level: int = 6) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-png_data_url = data_url
-
-
 def mask_layer(mask: np.ndarray) -> str:
     """A class-index mask as a palette PNG: each class in its colour, background transparent."""
     palette = np.tile(np.array(UNKNOWN_COLOUR, np.uint8), (256, 1))
