@@ -11,6 +11,7 @@ from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import (ACCEPT, ENLARGE, PENDING, REJECT, EnlargeRule, PerplexedRule,
                                    propose_enlargements, propose_perplexed)
 from vqi.augment.review import ReviewFileError, decide, read_review, write_review
+from vqi.augment.review_page import write_review_page
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 from vqi.data.rasterize import instance_mask
 
@@ -64,11 +65,11 @@ def test_policies_prefill_decisions():
     mask, cable, _ = scene()
     props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
     decide(props, "threshold", threshold=2.0)
-    assert props[0].decision == REJECT
+    assert (props[0].decision, props[0].decided_by) == (REJECT, "policy:threshold")
     decide(props, "accept_all", threshold=2.0)
-    assert props[0].decision == ACCEPT
+    assert (props[0].decision, props[0].decided_by) == (ACCEPT, "policy:accept_all")
     decide(props, "review", threshold=0.0)
-    assert props[0].decision == PENDING
+    assert (props[0].decision, props[0].decided_by) == (PENDING, "")
     with pytest.raises(ValueError, match="augment.policy"):
         decide(props, "maybe", threshold=0.0)
 
@@ -81,6 +82,35 @@ def test_review_file_round_trip(tmp_path):
     path = tmp_path / "review.csv"
     write_review(path, props)
     assert read_review(path) == props
+
+
+def test_a_review_file_without_decided_by_is_still_read(tmp_path):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    props[0].decided_by = "expert"
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    assert read_review(path)[0].decided_by == "expert"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with path.open("w", newline="") as handle:  # a file written before the column existed
+        writer = csv.DictWriter(handle, [c for c in rows[0] if c != "decided_by"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert read_review(path)[0].decided_by == "" and read_review(path)[0].proposal_id == props[0].proposal_id
+
+
+def test_offline_review_page_has_a_legend_and_no_absolute_path(tmp_path):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    decide(props, "accept_all", threshold=0.0)
+    page = tmp_path / "review.html"
+    write_review_page(page, props, {props[0].proposal_id: "panels/a.png"}, tmp_path / "review.csv", "make it")
+    text = page.read_text()
+    assert str(tmp_path) not in text and "<code>review.csv</code>" in text
+    for words in ("ground truth | prediction | explanation | proposal", "tower_wooden", "void", "proposed pixels",
+                  "linear-gradient", "policy:accept_all"):
+        assert words in text
 
 
 @pytest.mark.parametrize("column,value,message", [

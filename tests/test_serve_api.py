@@ -125,6 +125,54 @@ def test_analyze_with_labelme_and_coco_annotations_agree(client, root):
     assert set(a["scores"]) | set(a["skipped"]) >= gt_classes
 
 
+def decode_layer(url: str) -> Image.Image:
+    assert url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def test_analyze_shows_the_image_at_its_own_size_and_accounts_for_all_time(client, root):
+    width, height = 96, 80  # not the model's 64 x 64 input
+    buffer = io.BytesIO()
+    Image.open(root / "processed" / "images" / "train" / "train_000.png").resize((width, height)).save(buffer, "PNG")
+    doc = labelme_doc(root)
+    for shape in doc["shapes"]:
+        shape["points"] = [[x * width / SIZE, y * height / SIZE] for x, y in shape["points"]]
+    doc.update(imageWidth=width, imageHeight=height)
+    response = post_analyze(client, buffer.getvalue(), json.dumps(doc).encode())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    data = response.get_json()
+    assert data["image_size"] == data["display_size"] == [width, height] and data["size"] == [SIZE, SIZE]
+    for layer in (data["layers"]["prediction"], data["layers"]["ground_truth"], *data["layers"]["explanations"].values()):
+        assert decode_layer(layer).size == (width, height)
+    prediction = decode_layer(data["layers"]["prediction"])
+    assert prediction.mode == "P" and prediction.info.get("transparency") == 0  # background shows the image
+    assert set(np.unique(np.asarray(decode_layer(data["layers"]["ground_truth"])))) > {0}
+    assert sum(a["pixels"] for a in data["areas"].values()) == width * height
+    legend = {row["name"]: row for row in data["legend"]}
+    assert set(CLASS_NAMES) < set(legend) and "ignored" in legend["void"]["help"]
+    assert len(data["colormap"]) == 256 and data["score_info"]["drop"]["better"] == "lower"
+    timing = data["timing_ms"]
+    parts = {k: v for k, v in timing.items() if k != "total"}
+    assert {"receive", "decode", "load_model", "annotation", "wait", "preprocess", "predict", "explain",
+            "scores", "upsample", "encode", "json", "other"} <= set(parts)
+    assert abs(sum(parts.values()) - timing["total"]) <= 0.1 * len(parts)
+    assert timing["other"] < 0.2 * timing["total"]
+
+
+def test_a_false_positive_class_is_explained_and_labelled(client, root):
+    plain = post_analyze(client, image_bytes(root)).get_json()
+    predicted = sorted(n for n, a in plain["areas"].items() if n != "background" and a["pixels"] > 0)
+    assert predicted  # the random model predicts some foreground class on this image
+    empty = {"shapes": [], "imagePath": "train_000.png", "imageWidth": SIZE, "imageHeight": SIZE}
+    data = post_analyze(client, image_bytes(root), json.dumps(empty).encode()).get_json()
+    assert data["explained"] == {n: "false_positive" for n in predicted}
+    assert sorted(data["layers"]["explanations"]) == predicted and data["scores"] == {}
+    assert not any(reason == "predicted_not_in_gt" for reason in data["skipped"].values())
+    for scores in data["false_positives"].values():
+        assert scores["ebpg"] is scores["iou"] is scores["bbox"] is None  # nothing annotated to compare with
+        assert 0.0 <= scores["drop"] <= 100.0 and scores["increase"] in (0.0, 100.0)
+
+
 def test_bad_uploads_are_refused(client, root):
     assert_plain_error(post_analyze(client, b"GIF89a this is not really an image"), 400, "not a readable image")
     assert_plain_error(post_analyze(client, b"%PDF-1.4\n" + bytes(range(256))), 400, "not a readable image")
@@ -247,23 +295,83 @@ def test_review_bad_updates(client, root, review):
     assert {p.decision for p in read_review(root / "review" / "review.csv")} == {"pending"}
 
 
+def _green(tile: np.ndarray) -> int:
+    """Pixels drawn in the proposal colour (the proposed region)."""
+    return int((np.abs(tile.astype(int) - [0, 255, 120]).max(axis=2) < 90).sum())
+
+
 def test_review_panels_and_traversal(client, root, review):
     response = client.get("/api/review/panel", query_string={"id": review[0]})
     assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.headers["X-Tiles"].split("|")[:2] == ["image", "ground truth"]
     drawn = np.asarray(Image.open(io.BytesIO(response.data)))
     assert drawn.shape == (SIZE, 3 * SIZE + 8, 3)  # image | ground truth | proposal
     panel = root / "review" / "panels" / (review[0].replace("/", "__") + ".png")
     panel.parent.mkdir(exist_ok=True)
-    Image.new("RGB", (10, 7), (0, 255, 0)).save(panel)  # the augment stage's own panel wins
+    stage_panel = np.zeros((SIZE, 4 * SIZE + 12, 3), np.uint8)
+    stage_panel[:, SIZE + 4:2 * SIZE + 4] = (10, 20, 30)   # the stage's prediction tile
+    stage_panel[:, 2 * SIZE + 8:3 * SIZE + 8] = (40, 50, 60)  # and its explanation tile
+    stage_panel[:, 3 * SIZE + 12:] = (0, 255, 120)  # its proposal tile: never served
+    Image.fromarray(stage_panel).save(panel)
+    Image.new("RGB", (10, 7)).save(panel.with_name("other.png"))
     try:
         served = client.get("/api/review/panel", query_string={"id": review[0]})
-        assert np.asarray(Image.open(io.BytesIO(served.data))).shape == (7, 10, 3)
+        tiles = served.headers["X-Tiles"].split("|")
+        assert tiles[:3] == ["ground truth", "prediction", "explanation"] and tiles[3].startswith("proposal (k=2")
+        pixels = np.asarray(Image.open(io.BytesIO(served.data)))
+        assert pixels.shape == (SIZE, 4 * SIZE + 12, 3)
+        assert (pixels[:, SIZE + 4:2 * SIZE + 4] == (10, 20, 30)).all()
+        assert (pixels[:, 2 * SIZE + 8:3 * SIZE + 8] == (40, 50, 60)).all()
+        assert 0 < _green(pixels[:, 3 * SIZE + 12:]) < SIZE * SIZE  # redrawn, not the stage's tile
     finally:
         panel.unlink()
     assert_plain_error(client.get("/api/review/panel", query_string={"id": "../../../etc/passwd"}), 404)
     evil = Proposal("x/perplexed/0", "../../ckpt/best", "perplexed", "perplexed", 0.5, "PPYo1", [0, 0, 1, 1], 1)
     write_review(root / "review" / "review.csv", [evil])
     assert_plain_error(client.get("/api/review/panel", query_string={"id": evil.proposal_id}), 400, "plain file name")
+
+
+def test_changing_k_redraws_the_proposal(root, review):
+    client = make_app(root, annotations_file=root / "processed" / "annotations" / "train.json").test_client()
+    enlarge = review[0]
+    areas = []
+    for k in (1, 2, 5):
+        response = client.get("/api/review/panel", query_string={"id": enlarge, "k": k})
+        assert response.status_code == 200 and f"k={k}," in response.headers["X-Tiles"]
+        areas.append(_green(np.asarray(Image.open(io.BytesIO(response.data)))[:, 2 * SIZE + 8:]))
+    assert 0 < areas[0] < areas[1] < areas[2]
+    # without the split's annotations only the stored k can be drawn, and the page is told why
+    plain = make_app(root).test_client()
+    assert plain.get("/api/review/panel", query_string={"id": enlarge}).status_code == 200
+    assert_plain_error(plain.get("/api/review/panel", query_string={"id": enlarge, "k": 5}), 409, "cannot redraw")
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": enlarge, "k": "9; x"}), 400, "'k'")
+    cropped = client.get("/api/review/panel", query_string={"id": enlarge, "crop": "1"})
+    assert np.asarray(Image.open(io.BytesIO(cropped.data))).shape[1] <= 3 * SIZE + 8
+
+
+def test_review_paging_filters_and_sort(client, root, review):
+    everything = client.get("/api/review").get_json()
+    assert everything["total"] == everything["matched"] == len(review) and everything["limit"] is None
+    page = client.get("/api/review", query_string={"limit": 2, "offset": 1}).get_json()
+    assert [p["proposal_id"] for p in page["proposals"]] == review[1:3] and page["matched"] == len(review)
+    kinds = client.get("/api/review", query_string={"kind": "perplexed"}).get_json()
+    assert kinds["matched"] == sum("perplexed" in i for i in review) > 0
+    assert {p["kind"] for p in kinds["proposals"]} == {"perplexed"}
+    by_area = client.get("/api/review", query_string={"sort": "area", "order": "desc"}).get_json()["proposals"]
+    assert [p["area"] for p in by_area] == sorted((p["area"] for p in by_area), reverse=True)
+    assert client.get("/api/review", query_string={"class": "cable"}).get_json()["facets"]["classes"] == \
+        sorted({p["class_name"] for p in everything["proposals"]})
+    first = everything["proposals"][0]
+    client.post("/api/review", json={"proposal_id": first["proposal_id"], "version": first["version"],
+                                     "decision": "accept"})
+    pending = client.get("/api/review", query_string={"pending": "1", "limit": 500}).get_json()
+    assert pending["matched"] == len(review) - 1 and first["proposal_id"] not in {p["proposal_id"] for p in pending["proposals"]}
+    expert = client.get("/api/review", query_string={"decided_by": "expert"}).get_json()
+    assert [p["proposal_id"] for p in expert["proposals"]] == [first["proposal_id"]]
+    assert expert["proposals"][0]["decided_by"] == "expert" and expert["decided_by"]["expert"] == 1
+    for bad, word in (({"limit": 0}, "'limit'"), ({"sort": "evil"}, "'sort'"), ({"kind": "x"}, "'kind'"),
+                      ({"class": "ghost"}, "'class'"), ({"pending": "1", "decision": "accept"}, "contradict")):
+        assert_plain_error(client.get("/api/review", query_string=bad), 400, word)
 
 
 def test_review_without_file(root):

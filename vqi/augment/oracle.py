@@ -33,4 +33,5 @@ def decide(proposals: list[Proposal], truth_of: Callable[[str], np.ndarray], cla
         if rng.random() < flip:
             accept = not accept
         proposal.decision = ACCEPT if accept else REJECT
+        proposal.decided_by = "policy:oracle"
         proposal.note = f"oracle: precision {precision:.2f}" + (" (flipped)" if accept != (precision >= min_precision) else "")

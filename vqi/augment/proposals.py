@@ -53,6 +53,8 @@ class Proposal:
     k: int | None = None
     decision: str = PENDING
     note: str = field(default="")
+    decided_by: str = ""
+    """Who set `decision`: "" (nobody yet), `policy:<name>` (pre-filled) or `expert`."""
 
 
 def propose_enlargements(

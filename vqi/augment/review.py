@@ -9,12 +9,15 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Iterable
 
 from vqi.augment.proposals import ACCEPT, DECISIONS, ENLARGE, PENDING, PERPLEXED, REJECT, Proposal
 from vqi.utils.atomic import write_text
 
 COLUMNS = ("proposal_id", "image", "kind", "class_name", "annotation_id", "k", "score", "area",
-           "bbox", "decision", "note", "region")
+           "bbox", "decision", "decided_by", "note", "region")
+OPTIONAL = frozenset({"decided_by"})
+"""Columns a review file written before they existed may lack (read as empty)."""
 
 
 MAX_FIELD_CHARS = 2**26
@@ -35,7 +38,7 @@ def _rows(reader: csv.DictReader, path: Path):
 
 
 def decide(proposals: list[Proposal], policy: str, threshold: float) -> None:
-    """Pre-fill decisions for a run with no expert: `review` leaves them pending."""
+    """Pre-fill decisions for a run with no expert: `review` leaves them pending (and undecided)."""
     if policy not in ("review", "accept_all", "threshold"):
         raise ValueError(f"augment.policy must be review, accept_all or threshold, not {policy!r}")
     for proposal in proposals:
@@ -45,6 +48,7 @@ def decide(proposals: list[Proposal], policy: str, threshold: float) -> None:
             proposal.decision = ACCEPT if proposal.score >= threshold else REJECT
         else:
             proposal.decision = PENDING
+        proposal.decided_by = "" if policy == "review" else f"policy:{policy}"
 
 
 def write_review(path: str | Path, proposals: list[Proposal]) -> None:
@@ -56,7 +60,8 @@ def write_review(path: str | Path, proposals: list[Proposal]) -> None:
             "proposal_id": p.proposal_id, "image": p.image, "kind": p.kind, "class_name": p.class_name,
             "annotation_id": "" if p.annotation_id is None else p.annotation_id,
             "k": "" if p.k is None else p.k, "score": p.score, "area": p.area,
-            "bbox": json.dumps(p.bbox), "decision": p.decision, "note": p.note, "region": p.region,
+            "bbox": json.dumps(p.bbox), "decision": p.decision, "decided_by": p.decided_by, "note": p.note,
+            "region": p.region,
         })
     write_text(path, buffer.getvalue())
 
@@ -74,34 +79,40 @@ def _int(value: str, where: str, field: str, minimum: int = 0) -> int:
 def read_review(path: str | Path) -> list[Proposal]:
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ReviewFileError(f"{path}: missing column(s) {', '.join(missing)}")
-        proposals, seen = [], set()
-        for row_number, row in enumerate(_rows(reader, path), start=2):
-            where = f"{path}, row {row_number}"
-            decision = (row["decision"] or "").strip().lower()
-            if decision not in DECISIONS:
-                raise ReviewFileError(f"{where}: field 'decision' must be one of {', '.join(DECISIONS)}, "
-                                      f"got {row['decision']!r}")
-            kind = row["kind"]
-            if kind not in (ENLARGE, PERPLEXED):
-                raise ReviewFileError(f"{where}: field 'kind' must be {ENLARGE} or {PERPLEXED}, got {kind!r}")
-            if row["proposal_id"] in seen:
-                raise ReviewFileError(f"{where}: field 'proposal_id' {row['proposal_id']!r} appears twice")
-            seen.add(row["proposal_id"])
-            try:
-                bbox = [int(v) for v in json.loads(row["bbox"])]
-                score = float(row["score"])
-            except (ValueError, TypeError) as error:
-                raise ReviewFileError(f"{where}: field 'bbox' or 'score' is malformed ({error})") from None
-            proposals.append(Proposal(
-                proposal_id=row["proposal_id"], image=row["image"], kind=kind,
-                class_name=row["class_name"], score=score, region=row["region"], bbox=bbox,
-                area=_int(row["area"], where, "area"),
-                annotation_id=_int(row["annotation_id"], where, "annotation_id") if kind == ENLARGE else None,
-                k=_int(row["k"], where, "k") if kind == ENLARGE else None,
-                decision=decision, note=row["note"] or "",
-            ))
+        return parse_review(handle, path)
+
+
+def parse_review(handle: Iterable[str], path: str | Path) -> list[Proposal]:
+    """The proposals of an open review file (`path` names it in errors)."""
+    path = Path(path)
+    reader = csv.DictReader(handle)
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL]
+    if missing:
+        raise ReviewFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    proposals, seen = [], set()
+    for row_number, row in enumerate(_rows(reader, path), start=2):
+        where = f"{path}, row {row_number}"
+        decision = (row["decision"] or "").strip().lower()
+        if decision not in DECISIONS:
+            raise ReviewFileError(f"{where}: field 'decision' must be one of {', '.join(DECISIONS)}, "
+                                  f"got {row['decision']!r}")
+        kind = row["kind"]
+        if kind not in (ENLARGE, PERPLEXED):
+            raise ReviewFileError(f"{where}: field 'kind' must be {ENLARGE} or {PERPLEXED}, got {kind!r}")
+        if row["proposal_id"] in seen:
+            raise ReviewFileError(f"{where}: field 'proposal_id' {row['proposal_id']!r} appears twice")
+        seen.add(row["proposal_id"])
+        try:
+            bbox = [int(v) for v in json.loads(row["bbox"])]
+            score = float(row["score"])
+        except (ValueError, TypeError) as error:
+            raise ReviewFileError(f"{where}: field 'bbox' or 'score' is malformed ({error})") from None
+        proposals.append(Proposal(
+            proposal_id=row["proposal_id"], image=row["image"], kind=kind,
+            class_name=row["class_name"], score=score, region=row["region"], bbox=bbox,
+            area=_int(row["area"], where, "area"),
+            annotation_id=_int(row["annotation_id"], where, "annotation_id") if kind == ENLARGE else None,
+            k=_int(row["k"], where, "k") if kind == ENLARGE else None,
+            decision=decision, note=row["note"] or "", decided_by=(row.get("decided_by") or "").strip(),
+        ))
     return proposals

@@ -10,8 +10,9 @@ from matplotlib import colormaps
 from PIL import Image
 
 from vqi.augment.proposals import Proposal
+from vqi.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, PERPLEXED as PERPLEXED_ID
 from vqi.utils.atomic import atomic_path, write_text
-from vqi.viz.overlay import overlay
+from vqi.viz.overlay import PALETTE, overlay
 
 PROPOSAL_COLOUR = np.array([0, 255, 120], np.float32)
 
@@ -45,30 +46,53 @@ def save_png(path: Path, pixels: np.ndarray) -> None:
         Image.fromarray(pixels).save(tmp, format="PNG")
 
 
+def _legend() -> str:
+    """Tile names and colour meanings, for the offline page."""
+    names = {**dict(enumerate(CLASS_NAMES)), PERPLEXED_ID: "perplexed",
+             IGNORE_INDEX: "void (unclear, ignored in training)"}
+    names.pop(BACKGROUND)
+    swatch = '<span class="sw" style="background:rgb{}"></span>{}'
+    classes = [swatch.format(PALETTE[c], html.escape(n)) for c, n in names.items() ]
+    classes.append(swatch.format(tuple(int(v) for v in PROPOSAL_COLOUR), "proposed pixels"))
+    jet = ", ".join("#%02x%02x%02x" % tuple(int(255 * v) for v in colormaps["jet"](x)[:3]) for x in np.linspace(0, 1, 9))
+    return (f'<p class="legend"><b>Tiles</b>: ground truth | prediction | explanation | proposal<br>'
+            f'<b>Colours</b>: {" ".join(classes)}<br><b>Explanation</b>: 0 <span class="bar" '
+            f'style="background:linear-gradient(to right, {jet})"></span> 1 (strongest attention)<br>'
+            f"<b>Decided by</b>: <i>policy:&lt;name&gt;</i> = pre-filled by <code>augment.policy</code>, "
+            f"<b>expert</b> = a person</p>")
+
+
 def write_review_page(path: str | Path, proposals: list[Proposal], panels: dict[str, str],
                       review_file: str | Path, apply_command: str) -> None:
-    """A static HTML page: every proposal's panel with its id, kind, score and current decision."""
+    """A static HTML page beside the review file: every proposal's panel with its id, kind, score,
+    current decision and who made it. Paths are relative (the folder can be moved or shared)."""
     rows = []
     for p in proposals:
         panel = panels.get(p.proposal_id)
         picture = f'<img src="{html.escape(panel)}" loading="lazy">' if panel else "(no panel)"
         k = "" if p.k is None else p.k
+        by = f" <i>({html.escape(p.decided_by)})</i>" if p.decided_by else ""
         rows.append(
             f'<tr class="{p.decision}"><td>{picture}</td><td><code>{html.escape(p.proposal_id)}</code><br>'
             f"{p.kind} · {html.escape(p.class_name)}<br>score {p.score:.3f} · area {p.area} px"
-            f"{f' · k={k}' if k != '' else ''}<br><b>{p.decision}</b></td></tr>")
+            f"{f' · k={k}' if k != '' else ''}<br><b>{p.decision}</b>{by}</td></tr>")
     counts = {d: sum(p.decision == d for p in proposals) for d in ("pending", "accept", "reject")}
+    name = html.escape(Path(review_file).name)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vqi annotation review</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} td{{vertical-align:top;padding:6px;border-bottom:1px solid #ddd}}
 img{{width:min(960px,100%);image-rendering:pixelated}} tr.accept td:last-child{{background:#e6ffed}}
-tr.reject td:last-child{{background:#ffeef0}} code{{font-size:90%}}</style></head><body>
+tr.reject td:last-child{{background:#ffeef0}} code{{font-size:90%}}
+.sw{{display:inline-block;width:12px;height:12px;border:1px solid #888;margin:0 .25em 0 .8em;vertical-align:middle}}
+.bar{{display:inline-block;width:200px;height:12px;border:1px solid #888;vertical-align:middle}}
+.legend{{line-height:1.8}}</style></head><body>
 <h1>Annotation proposals ({len(proposals)})</h1>
-<p>{counts['pending']} pending, {counts['accept']} accepted, {counts['reject']} rejected.
-Tiles: ground truth | prediction | explanation | proposed region (green).</p>
-<p>To decide, edit <code>{html.escape(str(review_file))}</code>: set <code>decision</code> to
-<code>accept</code> or <code>reject</code> (and change <code>k</code> for an enlargement), then run
-<code>{html.escape(apply_command)}</code>.</p>
+<p>{counts['pending']} pending, {counts['accept']} accepted, {counts['reject']} rejected.</p>
+{_legend()}
+<p>To decide, edit <code>{name}</code> in this folder (or use the review page of
+<code>python -m vqi.run stage=serve</code>): set <code>decision</code> to <code>accept</code> or
+<code>reject</code> and <code>decided_by</code> to <code>expert</code> (and change <code>k</code> for an
+enlargement), then run <code>{html.escape(apply_command)}</code>.</p>
 <table>{''.join(rows)}</table></body></html>
 """
     write_text(path, page)

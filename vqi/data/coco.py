@@ -29,18 +29,20 @@ def categories(void: str) -> list[dict]:
 
 
 def scaled_annotations(sample: Sample, size: int, void: str, image_id: int, first_id: int,
-                       class_ids: Mapping[str, int] = CLASS_IDS) -> list[dict]:
-    """COCO annotations of one sample with its polygons scaled to `size` x `size`."""
+                       class_ids: Mapping[str, int] = CLASS_IDS, height: int | None = None) -> list[dict]:
+    """COCO annotations of one sample with its polygons scaled to `size` x `size` (or to `size`
+    wide and `height` high when `height` is given)."""
     if void not in VOID_MODES:
         raise ValueError(f"data.void: expected one of {VOID_MODES}, got {void!r}")
-    scale = np.array([size / sample.width, size / sample.height])
+    width, height = size, size if height is None else height
+    scale = np.array([width / sample.width, height / sample.height])
     anns = []
     for shape in sample.shapes:
         if shape.label == VOID and void != "ignore":
             continue
-        polys = [np.clip(p * scale, 0, size) for p in shape.polygons]
+        polys = [np.clip(p * scale, 0, [width, height]) for p in shape.polygons]
         flat = [[round(float(v), 3) for v in p.ravel()] for p in polys]
-        rle = mask_utils.merge(mask_utils.frPyObjects(flat, size, size))
+        rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
         pts = np.concatenate(polys)
         x0, y0 = pts.min(axis=0)
         x1, y1 = pts.max(axis=0)

@@ -27,10 +27,13 @@ STEM = "upload"
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """Class-index mask (H x W uint8, 255 ignore) and, per class id, its box region B_c (H x W bool)."""
+    """Class-index mask (H x W uint8, 255 ignore) and, per class id, its box region B_c (H x W bool),
+    at the model's input size (what the scores use); `display`: the mask at the size the page
+    shows the image (rasterised from the same polygons, not upscaled)."""
 
     mask: np.ndarray
     boxes: dict[int, np.ndarray]
+    display: np.ndarray | None = None
 
 
 def _format(doc: object, name: str) -> str:
@@ -81,9 +84,16 @@ def _read_sample(image_bytes: bytes, annotation: bytes, name: str, image_name: s
 
 
 def ground_truth(image_bytes: bytes, annotation: bytes, name: str, image_name: str, size: int,
-                 class_map: Mapping[str, str], void: str, tolerance: float, work_dir: str | Path) -> GroundTruth:
-    """Parse `annotation` (bytes of the file called `name`) for the uploaded image, scale to `size`."""
+                 class_map: Mapping[str, str], void: str, tolerance: float, work_dir: str | Path,
+                 display_hw: tuple[int, int] | None = None) -> GroundTruth:
+    """Parse `annotation` (bytes of the file called `name`) for the uploaded image, scale to `size`
+    (and, for the page, to `display_hw` = (height, width))."""
     sample = _read_sample(image_bytes, annotation, name, image_name, {str(k).lower(): str(v) for k, v in
                           class_map.items()}, tolerance, Path(work_dir))
     anns = scaled_annotations(sample, size, void, image_id=1, first_id=1)
-    return GroundTruth(rasterize(anns, size, size), box_masks(anns, size, size, FOREGROUND_IDS))
+    display = None
+    if display_hw is not None:
+        height, width = display_hw
+        display = rasterize(scaled_annotations(sample, width, void, image_id=1, first_id=1, height=height),
+                            height, width)
+    return GroundTruth(rasterize(anns, size, size), box_masks(anns, size, size, FOREGROUND_IDS), display)

@@ -1,16 +1,19 @@
-"""The Flask app: the inspection page, the review page and their JSON API.
+"""The Flask app: the inspection page, the review page and their JSON API (docs/serve.md).
 
 Endpoints (errors are JSON `{"error": message}` with a 4xx code, never a stack trace):
   GET  /                      the inspection page
   GET  /review                the review page
   GET  /api/models            checkpoint ids and explanation methods
-  POST /api/analyze           multipart `image` (+ optional `annotation`), `model` (an id), `method`
-  GET  /api/review            the review file's proposals (without regions), each with its version
-  GET  /api/review/panel?id=  a proposal's overlay (the augment stage's panel, else drawn here)
+  POST /api/analyze           multipart `image` (+ optional `annotation`), `model` (an id), `method`;
+                              the answer's `timing_ms` accounts for the whole request
+  GET  /api/review            the review file's proposals (without regions), each with its version;
+                              filtered, sorted and paged by query parameters (vqi.serve.review_query)
+  GET  /api/review/panel?id=[&k=][&crop=1]  a proposal's tiles, drawn now at k (vqi.serve.review_panel);
+                              header `X-Tiles` names them, `|`-separated
   POST /api/review            JSON {proposal_id, version, decision?, k?, note?}: one row's change
-Files are only read from `images_dir`, `masks_dir` and the review file's folder, and written only
-to the review file (and the scratch `work_dir` for parsing annotations); uploads never touch disk
-otherwise. Checkpoints come from the registry by id.
+Files are only read from `images_dir`, `masks_dir`, `annotations_file` and the review file's
+folder, and written only to the review file (and the scratch `work_dir` for parsing
+annotations); uploads never touch disk otherwise. Checkpoints come from the registry by id.
 """
 from __future__ import annotations
 
@@ -21,19 +24,18 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
-from flask import Flask, jsonify, render_template, request, send_file
+from flask import Flask, Response, jsonify, render_template, request, send_file
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
-from vqi.augment.regions import decode
-from vqi.augment.review_page import highlight
-from vqi.serve import analysis
+from vqi.serve import analysis, review_panel
 from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
-from vqi.serve.review_store import Conflict, ReviewStore, as_row
+from vqi.serve.review_query import query
+from vqi.serve.review_store import MAX_K, Conflict, ReviewStore
 from vqi.models.checkpoint import CheckpointError
-from vqi.serve.safety import BadInput, check_host, check_rle, contained, decode_image, parse_json
-from vqi.viz.overlay import overlay
+from vqi.serve.safety import BadInput, check_host, decode_image, parse_json
+from vqi.serve.timing import Stopwatch
 from vqi.xai.gradcam import GradCAM
 from vqi.xai.gradcampp import GradCAMPlusPlus
 from vqi.xai.hirescam import HiResCAM
@@ -65,14 +67,17 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
                review_file: str | Path | None, images_dir: str | Path, masks_dir: str | Path,
                work_dir: str | Path, class_map: Mapping[str, str], void: str = "ignore",
                point_tolerance: float = 2.0, max_upload_bytes: int = 20 * 2**20,
-               max_image_pixels: int = 40_000_000, allowed_hosts: Iterable[str] = ()) -> Flask:
+               max_image_pixels: int = 40_000_000, allowed_hosts: Iterable[str] = (),
+               annotations_file: str | Path | None = None, display_max_side: int = 4096) -> Flask:
     """A ready app; every folder it may touch is an argument. Requests must name a loopback
-    host or one of `allowed_hosts` in their Host header."""
+    host or one of `allowed_hosts` in their Host header. `annotations_file`: the review split's
+    COCO file, to redraw enlargements at another k."""
     app = Flask(__name__)
     hosts = frozenset(str(h).lower() for h in allowed_hosts)
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), MAX_FORM_MEMORY_SIZE=int(max_upload_bytes))
     app.json.sort_keys = False  # keep class order (class id) in the answers
     store = ReviewStore(review_file) if review_file else None
+    annotations = review_panel.Annotations(annotations_file)
     inference = threading.Lock()  # CAM hooks live on the shared model: one analysis at a time
 
     def need_store() -> ReviewStore:
@@ -120,55 +125,61 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
 
     @app.post("/api/analyze")
     def analyze():
-        model_id, method = request.form.get("model", ""), request.form.get("method", "")
+        clock = Stopwatch()
+        with clock.part("receive"):  # reading and parsing the multipart upload
+            form, files = request.form, request.files
+            upload, ann = files.get("image"), files.get("annotation")
+            image_bytes = upload.read() if upload is not None else b""
+            ann_bytes = ann.read() if ann is not None and ann.filename else None
+        model_id, method = form.get("model", ""), form.get("method", "")
         if model_id not in registry:
             raise BadInput(f"field 'model': unknown checkpoint id {model_id!r}; see /api/models", 404)
         if method not in methods:
             raise BadInput(f"field 'method': unknown method {method!r}; valid: {', '.join(methods)}")
-        upload = request.files.get("image")
         if upload is None:
             raise BadInput("field 'image': no file uploaded")
-        image_bytes = upload.read()
-        rgb = decode_image(image_bytes, max_image_pixels, f"image {upload.filename!r}")
-        try:
-            loaded = registry.get(model_id)
-        except CheckpointError as err:
-            log.error("checkpoint %s: %s", model_id, err)
-            raise BadInput(f"checkpoint {model_id!r} cannot be loaded (missing, truncated or not a "
-                           f"plain checkpoint); see the server log", 409) from None
+        with clock.part("decode"):
+            rgb = decode_image(image_bytes, max_image_pixels, f"image {upload.filename!r}")
+        with clock.part("load_model"):
+            try:
+                loaded = registry.get(model_id)
+            except CheckpointError as err:
+                log.error("checkpoint %s: %s", model_id, err)
+                raise BadInput(f"checkpoint {model_id!r} cannot be loaded (missing, truncated or not a "
+                               f"plain checkpoint); see the server log", 409) from None
         truth = None
-        ann = request.files.get("annotation")
-        if ann is not None and ann.filename:
-            truth = ground_truth(image_bytes, ann.read(), ann.filename, upload.filename or "", loaded.image_size,
-                                 class_map, void, point_tolerance, work_dir)
-        with inference:
-            return jsonify(analysis.analyze(loaded, rgb, method, methods[method], truth))
+        if ann_bytes is not None:
+            with clock.part("annotation"):
+                truth = ground_truth(image_bytes, ann_bytes, ann.filename, upload.filename or "",
+                                     loaded.image_size, class_map, void, point_tolerance, work_dir,
+                                     analysis.display_size(*rgb.shape[:2], display_max_side))
+        with clock.part("wait"):  # for another request's analysis to finish
+            inference.acquire()
+        try:
+            result = analysis.analyze(loaded, rgb, method, methods[method], truth, clock, display_max_side)
+        finally:
+            inference.release()
+        with clock.part("json"):
+            body = app.json.dumps(result)
+        timing = app.json.dumps(clock.report_ms())
+        return Response(body[:-1] + f', "timing_ms": {timing}}}', mimetype="application/json")
 
     @app.get("/api/review")
     def review_rows():
-        proposals = need_store().proposals()
-        counts = {d: sum(p.decision == d for p in proposals) for d in ("pending", "accept", "reject")}
-        return jsonify({"review_file": Path(review_file).name, "counts": counts,
-                        "proposals": [as_row(p) for p in proposals]})
+        rows = need_store().proposals()
+        return jsonify({"review_file": Path(review_file).name, **query(rows, request.args)})
 
     @app.get("/api/review/panel")
-    def review_panel():
-        s = need_store()
-        proposal = s.find(request.args.get("id", ""))
-        panels = Path(review_file).parent / "panels"
-        panel = contained(panels, proposal.proposal_id.replace("/", "__") + ".png", "proposal id")
-        if panel.is_file():
-            return send_file(panel, mimetype="image/png", max_age=0)
-        image_path = contained(images_dir, f"{proposal.image}.png", "proposal image")
-        mask_path = contained(masks_dir, f"{proposal.image}.png", "proposal image")
-        if not image_path.is_file() or not mask_path.is_file():
-            raise BadInput(f"no image or mask for {proposal.image!r} in the review split", 404)
-        picture = np.asarray(Image.open(image_path).convert("RGB"))
-        mask = np.asarray(Image.open(mask_path))
-        check_rle(proposal.region, *mask.shape, f"proposal {proposal.proposal_id!r}: field 'region'")
-        region = decode(proposal.region, *mask.shape)
-        gap = np.full((mask.shape[0], 4, 3), 255, np.uint8)
-        return _png(np.concatenate([picture, gap, overlay(picture, mask), gap, highlight(picture, region)], axis=1))
+    def review_panel_png():
+        proposal = need_store().find(request.args.get("id", ""))
+        k = request.args.get("k", "")
+        if k != "" and (not k.isdigit() or int(k) > MAX_K):
+            raise BadInput(f"query parameter 'k' must be an integer from 0 to {MAX_K}, got {k!r}")
+        panel = review_panel.render(proposal, Path(images_dir), Path(masks_dir), Path(review_file).parent / "panels",
+                                    annotations, int(k) if k else None, request.args.get("crop") == "1")
+        response = _png(panel.pixels)
+        response.headers["X-Tiles"] = "|".join(panel.tiles)
+        return response
 
     @app.post("/api/review")
     def review_update():

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import os
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from vqi.augment.proposals import DECISIONS, ENLARGE, Proposal
-from vqi.augment.review import ReviewFileError, read_review, write_review
+from vqi.augment.review import ReviewFileError, parse_review, write_review
 from vqi.serve.safety import BadInput
 
+T = TypeVar("T")
 MAX_NOTE = 500
 MAX_K = 50
+EXPERT = "expert"
+"""`decided_by` of a decision made on the review page (or read back from an annotation tool)."""
 
 
 class Conflict(BadInput):
@@ -42,7 +46,7 @@ def plain_note(note: str) -> str:
 
 
 def version(p: Proposal) -> str:
-    return hashlib.sha1(f"{p.decision}\x1f{p.k}\x1f{p.note}".encode()).hexdigest()[:12]
+    return hashlib.sha1(f"{p.decision}\x1f{p.k}\x1f{p.note}\x1f{p.decided_by}".encode()).hexdigest()[:12]
 
 
 def as_row(p: Proposal) -> dict:
@@ -56,6 +60,7 @@ class ReviewStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._thread_lock = threading.Lock()
+        self._cache: tuple[bytes, list[Proposal]] | None = None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -67,22 +72,50 @@ class ReviewStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read(self) -> list[Proposal]:
-        if not self.path.is_file():
-            raise BadInput("no review file yet: run stage=augment first", 404)
+        """Parse the file now (for updates, under the lock)."""
+        return self._parse(self._bytes())
+
+    def _bytes(self) -> bytes:
         try:
-            return read_review(self.path)
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise BadInput("no review file yet: run stage=augment first", 404) from None
+
+    def _parse(self, data: bytes) -> list[Proposal]:
+        try:
+            return parse_review(io.StringIO(data.decode("utf-8"), newline=""), self.path)
+        except UnicodeDecodeError as err:
+            raise BadInput(f"the review file is malformed: not UTF-8 ({err.reason})", 409) from None
         except ReviewFileError as err:
             raise BadInput(f"the review file is malformed: {err}".replace(str(self.path), self.path.name),
                            409) from None
 
     def proposals(self) -> list[Proposal]:
-        return self._read()
+        """The rows as the file now holds them, parsed again only when its content changed (so
+        paging through thousands of rows does not parse the CSV per request). Callers must not
+        modify the returned proposals."""
+        data = self._bytes()
+        key = hashlib.sha1(data).digest()
+        cached = self._cache
+        if cached is None or cached[0] != key:
+            cached = (key, self._parse(data))
+            self._cache = cached
+        return cached[1]
 
     def find(self, proposal_id: str) -> Proposal:
-        for p in self._read():
+        for p in self.proposals():
             if p.proposal_id == proposal_id:
                 return p
         raise BadInput(f"no proposal {proposal_id!r} in the review file", 404)
+
+    def edit(self, change: Callable[[list[Proposal]], T]) -> T:
+        """Run `change` on the current rows under the lock and write them back (for batch edits,
+        e.g. decisions read back from an annotation tool while the review page is open)."""
+        with self._locked():
+            proposals = self._read()
+            result = change(proposals)
+            write_review(self.path, proposals)
+            return result
 
     def update(self, proposal_id: str, expected_version: str, decision: str | None = None,
                k: int | None = None, note: str | None = None) -> dict:
@@ -106,6 +139,7 @@ class ReviewStore:
                                f"enlargements have k")
             if decision is not None:
                 p.decision = decision
+                p.decided_by = EXPERT
             if k is not None:
                 p.k = k
             if note is not None:

@@ -21,6 +21,8 @@ STAGES: dict[str, str] = {
     "retrain": "vqi.stages.retrain",
     "serve": "vqi.stages.serve",
     "export": "vqi.stages.export",
+    "export_proposals": "vqi.stages.export_proposals",
+    "import_decisions": "vqi.stages.import_decisions",
 }
 """Every stage by name."""
 

@@ -4,7 +4,8 @@ Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (i
 checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
 `serve.methods`, `serve.image_size`, `serve.device`, `serve.max_upload_mb`,
 `serve.max_image_pixels`, `serve.cache_models`, `serve.review_file`, `serve.images_dir`,
-`serve.masks_dir`, `serve.work_dir`, `serve.class_map`, `serve.void`, `serve.point_tolerance`,
+`serve.masks_dir`, `serve.annotations_file`, `serve.display_max_side`, `serve.work_dir`,
+`serve.class_map`, `serve.void`, `serve.point_tolerance`,
 `tracking.uri`, `tracking.experiment`.
 
 Binds 127.0.0.1 by default and serves until interrupted (Ctrl-C ends the run as FINISHED;
@@ -92,7 +93,8 @@ def build_app(cfg: DictConfig):
     registry = CheckpointRegistry(entries, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models))
     app = create_app(registry, fast_methods(list(s.methods)), s.review_file, s.images_dir, s.masks_dir,
                      s.work_dir, OmegaConf.to_container(s.class_map), str(s.void), float(s.point_tolerance),
-                     int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels), allowed_hosts(cfg))
+                     int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels), allowed_hosts(cfg),
+                     s.annotations_file, int(s.display_max_side))
     return app, entries
 
 
