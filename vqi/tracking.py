@@ -21,9 +21,16 @@ log = logging.getLogger(__name__)
 
 MAX_PARAM_LEN = 500
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, evaluations);
+`custom_model_development` ("Machine learning") opens it on its runs, where this project logs."""
+
 
 def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id.
+
+    The experiment is tagged as a model-training one (`EXPERIMENT_KIND`), so the UI opens on runs.
 
     A new experiment stores its artifacts at `artifact_location` (an absolute folder for a
     local store; None lets a tracking server decide) rather than in the working directory. An
@@ -40,8 +47,11 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     if found:
         if location and folder is not None and found.artifact_location != location:
             _relocate_artifacts(uri, found.experiment_id, found.artifact_location, location)
+        if EXPERIMENT_KIND_TAG not in found.tags:  # a store made before the tag was set
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
-    return client.create_experiment(experiment, artifact_location=location)
+    return client.create_experiment(experiment, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def store_folder(uri: str) -> Path | None:
