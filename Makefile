@@ -58,10 +58,8 @@ study-dose: install ## Dose-response: original, cam and dilate over annotation w
 serve: install ## The inspection web app and review page on http://127.0.0.1:8000 (ARGS=serve.port=8080)
 	$(VQI) stage=serve
 
-ui: install ## The MLflow UI on this checkout's runs (outputs/mlflow.db) at http://127.0.0.1:5000 (UI_PORT=5001)
-	@test -f outputs/mlflow.db || { echo "no outputs/mlflow.db yet: run a stage first (make demo)"; exit 1; }
-	@echo "MLflow UI: open http://127.0.0.1:$(UI_PORT) (experiments vqi-demo, vqi-paper; Ctrl-C stops it)"
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+ui: install ## The MLflow UI on outputs/mlflow.db; prints each experiment's runs address (UI_PORT=5000)
+	$(PY) scripts/mlflow_ui.py --store outputs/mlflow.db --port $(UI_PORT)
 
 test: install ## Run the fast tests (pytest -m "not slow")
 	$(PY) -m pytest -m "not slow" -q

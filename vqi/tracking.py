@@ -54,6 +54,16 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
+def ui_links(uri: str, base_url: str) -> dict[str, str]:
+    """Experiment name -> the MLflow UI address of its runs table, for every active experiment
+    with runs. MLflow 3.17's UI opens in its GenAI view unless the address (or an earlier click on
+    "Model training") says `workflowType=machine_learning`; the experiment tag alone does not."""
+    client = MlflowClient(uri)
+    return {e.name: f"{base_url.rstrip('/')}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning"
+            for e in client.search_experiments()
+            if client.search_runs([e.experiment_id], max_results=1)}
+
+
 def store_folder(uri: str) -> Path | None:
     """The folder of a local SQLite store (`sqlite:///<folder>/mlflow.db`); None for a server."""
     return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None

@@ -272,11 +272,17 @@ def table2(cfg: DictConfig, experiment_id: str) -> dict[str, float]:
         paths += write_table(truth_table, Path(cfg.paths.tables_dir), "table2_truth")
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path="tables")
-    figure = _before_after_figure(cfg, str(cfg.test.checkpoint), str(enhanced_config(cfg).test.checkpoint), split)
-    mlflow.log_artifact(str(figure), artifact_path="figures")
+    checkpoints = [Path(str(cfg.test.checkpoint)), Path(str(enhanced_config(cfg).test.checkpoint))]
+    missing = [str(c) for c in checkpoints if not c.is_file()]
+    if missing:  # Table II comes from the tracked runs; the figure needs the models themselves
+        log.warning("no original-vs-enhanced figure: checkpoint(s) %s no longer exist", ", ".join(missing))
+        figure = None
+    else:
+        figure = _before_after_figure(cfg, *checkpoints, split)
+        mlflow.log_artifact(str(figure), artifact_path="figures")
     log.info("Table II -> %s; Overall IoU %.1f%% -> %.1f%%; figure: %s", paths[0],
              100 * original.metrics.get("iou_overall", float("nan")),
-             100 * enhanced.metrics.get("iou_overall", float("nan")), figure.name)
+             100 * enhanced.metrics.get("iou_overall", float("nan")), figure.name if figure else "none")
     return {f"delta/{c.key}": 100 * (enhanced.metrics[c.key] - original.metrics[c.key])
             for c in COLUMNS if c.key in enhanced.metrics and c.key in original.metrics}
 
@@ -305,7 +311,7 @@ def _methods_figure(cfg: DictConfig, results: list[MethodResult]) -> list[Path]:
                                       f"(split '{cfg.xai.split}', {cfg.experiment_name}; as the paper's Fig. 3)")]
 
 
-def _before_after_figure(cfg: DictConfig, original: str, enhanced: str, split: str) -> Path:
+def _before_after_figure(cfg: DictConfig, original: Path, enhanced: Path, split: str) -> Path:
     """The paper's Fig. 6: image, annotation, original and enhanced predictions, on the images of
     `split` where the two models disagree most."""
     device = resolve_device(cfg.device)
