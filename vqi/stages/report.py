@@ -36,7 +36,7 @@ from vqi.models.checkpoint import load_model
 from vqi.reporting.tables import write_table
 from vqi.utils.device import resolve_device
 from vqi.utils.atomic import write_json
-from vqi.xai.maps import file_hash
+from vqi.xai.maps import META, file_hash, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                      "runs": {r.method: r.run_id for r in results}})
     for path in [*paths, tables_dir / CHOSEN]:
         mlflow.log_artifact(str(path), artifact_path="tables")
-    figures = [_table1_chart(cfg, table, results), *_methods_figure(cfg, results)]
+    figures = [_table1_chart(cfg, table, results), *_methods_figure(cfg, results, checkpoint_hash)]
     for path in figures:
         mlflow.log_artifact(str(path), artifact_path="figures")
     mlflow.set_tags({"chosen_method": winner, "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
@@ -298,11 +298,14 @@ def _table1_chart(cfg: DictConfig, table, results: list[MethodResult]) -> Path:
                                   f"CAM method ({cfg.experiment_name})")
 
 
-def _methods_figure(cfg: DictConfig, results: list[MethodResult]) -> list[Path]:
-    """The paper's Fig. 3 from the methods' saved maps: one image per class, every method's map."""
+def _methods_figure(cfg: DictConfig, results: list[MethodResult], checkpoint_hash: str) -> list[Path]:
+    """The paper's Fig. 3 from the methods' saved maps (those explaining this checkpoint): one
+    image per class, every method's map."""
     maps_dir = Path(cfg.xai.maps_dir)
+    current = [r for r in results if (maps_dir / r.method / META).is_file()
+               and read_meta(maps_dir / r.method).get("checkpoint_hash") == checkpoint_hash]
     rows = methods_rows(cfg.data.processed_dir, str(cfg.xai.split), maps_dir,
-                        [(r.method, label(r.method)) for r in results])
+                        [(r.method, label(r.method)) for r in current]) if current else []
     if not rows:
         log.info("no image has maps of every method for any class: no methods figure")
         return []
