@@ -320,8 +320,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update({f"label_{k}/{when}": v for k, v in ious.items()})
     metrics.update(quality.get("proposal_quality", {}))
     if quality:
-        log.info("against the truth: label IoU cable %.4f -> %.4f; accepted enlargement precision %.3f recall %.3f, "
-                 "perplexed precision %.3f recall %.3f", quality["label_iou"]["before"]["iou_cable"],
-                 quality["label_iou"]["after"]["iou_cable"], *(quality["proposal_quality"][f"{kind}/{m}"]
+        key = f"iou_{a.thin_classes[0]}" if a.thin_classes else "iou_overall"  # not a fixed class name
+        log.info("against the truth: label %s %.4f -> %.4f; accepted enlargement precision %.3f recall %.3f, "
+                 "perplexed precision %.3f recall %.3f", key, quality["label_iou"]["before"][key],
+                 quality["label_iou"]["after"][key], *(quality["proposal_quality"][f"{kind}/{m}"]
                  for kind in ("enlarge", "perplexed") for m in ("precision", "recall")))
     return metrics
