@@ -95,7 +95,7 @@ def test_methods_and_before_after_figures_from_real_maps_and_models(tmp_path):
     images = [(torch.randn(3, 32, 32), torch.from_numpy(_cable_mask()).long(), stem) for stem in stems]
     with torch.no_grad():
         rows = before_after_rows(images, original, enhanced, torch.device("cpu"), to_rgb, count=1)
-    assert len(rows) == 1 and rows[0]["original"].shape == (32, 32) and "image IoU" in rows[0]["enhanced_note"]
+    assert len(rows) == 1 and rows[0]["original"].shape == (32, 32) and "Overall IoU" in rows[0]["enhanced_note"]
     path = save_before_after_figure(tmp_path / "fig6.png", rows, title="Original vs enhanced")
     picture = _picture(path)
     assert picture.shape[1] >= 4 * PANEL_PX and _has_colour(picture, PALETTE[PERPLEXED])  # in its legend

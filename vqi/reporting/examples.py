@@ -74,8 +74,8 @@ def before_after_rows(dataset: Iterable, original: torch.nn.Module, enhanced: to
     for _, stem, image, mask, before, after in chosen:
         rows.append({"label": stem, "rgb": to_rgb(image), "gt": mask.numpy(), "original": before.numpy(),
                      "enhanced": after.numpy(),
-                     "original_note": f"\nimage IoU {_percent(_image_iou(mask, before))}",
-                     "enhanced_note": f"\nimage IoU {_percent(_image_iou(mask, after))}"})
+                     "original_note": f"\nthis image's Overall IoU {_percent(_image_iou(mask, before))}",
+                     "enhanced_note": f"\nthis image's Overall IoU {_percent(_image_iou(mask, after))}"})
     return rows
 
 
