@@ -52,6 +52,8 @@ def save_curves_figure(path: str | Path, curves: dict[str, dict[str, Sequence[fl
         ax.set_xlabel("share of pixels " + ("blurred" if kind == "deletion" else "restored"))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("conf_c / conf_c(x)")
+    low, high = axes[0].get_ylim()
+    axes[0].set_ylim(min(low, 0.0), max(high, 1.05))  # the whole 0..1 range: flat curves look flat
     axes[1].legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     return save_figure(fig, path, CHART_DPI)
