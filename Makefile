@@ -6,13 +6,16 @@ EXPERIMENT ?= demo
 FORCE ?= 0
 ARGS ?=
 TABLES := outputs/tables
+UI_PORT ?= 5000
+# Print each table that exists once (the report stage logs only where it wrote them).
+SHOW = @for t in $(1); do if [ -f $(TABLES)/$$t.md ]; then echo; cat $(TABLES)/$$t.md; fi; done
 VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$(FORCE)),true,false) $(ARGS)
 
 .DEFAULT_GOAL := help
 SEEDS ?= 1 2 3 4 5
 STUDY_ARGS ?= train.epochs=24 'xai_methods=[gradcam,gradcampp,xgradcam,hirescam]'
 
-.PHONY: help install demo table1 table2 table3 paper study study-dose serve test test-all
+.PHONY: help install demo table1 table2 table3 paper study study-dose serve ui test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,24 +29,24 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install ## The main command: every stage on the generated TTPLA-like data (CPU, minutes)
 	$(VQI) stage=all
-	@cat $(TABLES)/table1.md $(TABLES)/table2.md; if [ -f $(TABLES)/table2_truth.md ]; then cat $(TABLES)/table2_truth.md; fi
+	$(call SHOW,table1 table3 table2 table2_truth)
 
 table1: install ## Table I: prepare, train, test, explain + evaluate every method, report (EXPERIMENT=demo|paper, FORCE=1)
 	$(VQI) stage=all until=report
-	@cat $(TABLES)/table1.md
+	$(call SHOW,table1)
 
 table2: install ## Table II: Table I's chain, then augment, retrain and report (EXPERIMENT=demo|paper, FORCE=1)
 	$(VQI) stage=all
-	@cat $(TABLES)/table2.md; if [ -f $(TABLES)/table2_truth.md ]; then cat $(TABLES)/table2_truth.md; fi
+	$(call SHOW,table2 table2_truth)
 
 table3: install ## Table III (can the explanations be trusted?): Table I's runs, stage=sanity, report; prints its time
 	@start=$$(date +%s); \
 	$(VQI) stage=all until=evaluate && $(VQI) stage=sanity && $(VQI) stage=report && \
 	echo "make table3: $$(( $$(date +%s) - start )) s wall clock"
-	@cat $(TABLES)/table3.md
+	$(call SHOW,table3)
 
 paper: table2 ## Both tables of the paper (reruns reuse finished stages)
-	@cat $(TABLES)/table1.md
+	$(call SHOW,table1)
 
 study: install ## Known-truth study: every arm on SEEDS (default 1-5) -> outputs/tables/study.md (resumes; STUDY_ARGS=overrides)
 	$(PY) scripts/study.py --seeds $(SEEDS) -- $(STUDY_ARGS)
@@ -54,6 +57,9 @@ study-dose: install ## Dose-response: original, cam and dilate over annotation w
 
 serve: install ## The inspection web app and review page on http://127.0.0.1:8000 (ARGS=serve.port=8080)
 	$(VQI) stage=serve
+
+ui: install ## The MLflow UI on outputs/mlflow.db; prints each experiment's runs address (UI_PORT=5000)
+	$(PY) scripts/mlflow_ui.py --store outputs/mlflow.db --port $(UI_PORT)
 
 test: install ## Run the fast tests (pytest -m "not slow")
 	$(PY) -m pytest -m "not slow" -q

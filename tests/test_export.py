@@ -80,6 +80,6 @@ def test_export_stage_reports_and_logs(tmp_path):
         report["int8_iou_overall"] - report["fp32_iou_overall"], nan_ok=True)
     assert "CPU latency onnx" in proc.stdout + proc.stderr
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("vqi").experiment_id])[0]
+    run = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id])[0]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["onnx_max_abs_diff"] <= 1e-4 and run.data.metrics["onnx_latency_ms"] > 0

@@ -46,5 +46,5 @@ def test_wheel_runs_prepare_from_an_empty_folder(tmp_path):
     assert where.startswith(str(site / "vqi")), where
     assert (work / "data" / "processed" / "synthetic-noise-w0.5-o1-m0.1-160" / "fingerprint.txt").is_file()
     client = MlflowClient(f"sqlite:///{work / 'outputs' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("vqi").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id])
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith((work / "outputs").as_uri())

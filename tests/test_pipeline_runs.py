@@ -13,7 +13,7 @@ TINY = ["data.generator.num_images=8", "data.generator.size=64", "data.preview_i
 
 def _store(tmp_path: Path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    return client, client.get_experiment_by_name("vqi").experiment_id
+    return client, client.get_experiment_by_name("vqi-demo").experiment_id
 
 
 def _config(client: MlflowClient, run) -> dict:

@@ -185,7 +185,7 @@ def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
     assert len(list(out.glob("masks/*/*.png"))) == 8 and "reused" not in proc.stdout + proc.stderr
     assert len(list(out.glob("masks_truth/*/*.png"))) == 8
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("vqi").experiment_id])[0]
+    run = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "prepare-synthetic-160"
     assert run.data.tags["stage"] == "prepare" and run.data.tags["dataset_fingerprint"] == fingerprint
     assert len(run.data.tags["git_commit"]) >= 7 and run.data.tags["prepare_reused"] == "false"

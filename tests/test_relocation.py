@@ -86,9 +86,9 @@ def test_a_copied_checkout_resumes_training_and_reuses_its_finished_stages(tmp_p
     assert "up to date (fingerprint" in vqi(c, "stage=prepare")
     assert "reusing the finished training" in vqi(c, "stage=train")
     assert "stage explain: reusing run" in vqi(c, "stage=explain")
-    found = discovered_checkpoints(f"sqlite:///{c / 'outputs' / 'mlflow.db'}", "vqi")
+    found = discovered_checkpoints(f"sqlite:///{c / 'outputs' / 'mlflow.db'}", "vqi-demo")
     assert found and all(c in path.parents for path in found.values())
     client = MlflowClient(f"sqlite:///{c / 'outputs' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("vqi").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id])
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(r.info.artifact_uri.startswith((c / "outputs").as_uri()) for r in runs)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
 from vqi import tracking
 from vqi.reporting.table1 import MethodResult, build_table1, choose_method
@@ -77,8 +78,11 @@ def test_report_stage_builds_table1_from_latest_runs_of_the_checkpoint(make_cfg,
     _log_evaluate(experiment_id, "gradcam", h, {**base, **dict(zip(SIX, [70, 60, 50, 5, 60, 0.2]))})
     _log_evaluate(experiment_id, "scorecam", h, {**base, **dict(zip(SIX, [60, 50, 40, 4, 50, 9.0]))})
     _log_evaluate(experiment_id, "hirescam", "another", {**base, **dict(zip(SIX, [99] * 6))})        # other ckpt
-    with mlflow.start_run(experiment_id=experiment_id):
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         out = report.run(cfg)
+    logged = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "figures")}
+    assert logged == {"figures/table1_chart.png"}  # no maps of these methods: no every-method figure
+    assert (Path(cfg.report.figures_dir) / "table1_chart.png").is_file()
     tables = Path(cfg.paths.tables_dir)
     md = (tables / "table1.md").read_text()
     assert "| GradCAM | **70.00** | **60.00** | **50.00** | 5.00 | **60.00** | **0.200** | 7 |" in md

@@ -20,7 +20,7 @@ from vqi.stages.serve import discovered_checkpoints
 
 
 def _train_run(uri: str, name: str, checkpoint_dir) -> str:
-    experiment = tracking.configure(uri, "vqi")
+    experiment = tracking.configure(uri, "vqi-demo")  # the experiment a demo CLI run uses
     with mlflow.start_run(experiment_id=experiment, run_name=name) as run:
         mlflow.set_tags({"stage": "train", "checkpoint_dir": str(checkpoint_dir)})
     return run.info.run_id
@@ -35,7 +35,7 @@ def test_discovery_lists_logged_checkpoints_once(tmp_path):
     time.sleep(0.01)
     _train_run(uri, "train-demo-baseline", ckpts)          # a rerun: same files, listed once
     _train_run(uri, "train-gone", tmp_path / "deleted")     # files no longer there: not listed
-    found = discovered_checkpoints(uri, "vqi")
+    found = discovered_checkpoints(uri, "vqi-demo")
     assert found == {"train-demo-baseline-best": (ckpts / "best.pt").resolve(),
                      "train-demo-baseline-last": (ckpts / "last.pt").resolve()}
     assert discovered_checkpoints(uri, "no-such-experiment") == {}
@@ -82,6 +82,6 @@ def test_serve_cli(tmp_path, tmp_paths):
         rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, rest[-3000:]
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("vqi").experiment_id], "tags.stage = 'serve'")
+    runs = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id], "tags.stage = 'serve'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["serve_url"] == url

@@ -30,7 +30,7 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 180
 
 def runs(tmp_path: Path, stage: str | None = None):
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("vqi")
+    experiment = client.get_experiment_by_name("vqi-demo")
     return client.search_runs([experiment.experiment_id], f"tags.stage = '{stage}'" if stage else "")
 
 

@@ -151,6 +151,8 @@ def test_train_then_test_stage(make_cfg, processed, tracked, tmp_path):
     assert "model" in artifacts and "checkpoints" not in artifacts  # the model once, no optimizer state
     assert {a.path for a in tracked.client.list_artifacts(run_id, "model")} == {"model/best.pt"}
     assert tracked.client.get_run(run_id).data.tags["model_artifact"] == "model/best.pt"
+    assert {a.path for a in tracked.client.list_artifacts(run_id, "figures")} == {"figures/training_curves.png"}
+    assert (ckpt_dir / "training_curves.png").is_file()
     best = load_checkpoint(ckpt_dir / "best.pt")
     assert "optimizer" not in best and "scheduler" not in best
     assert (ckpt_dir / "best.pt").stat().st_size < 0.6 * (ckpt_dir / "last.pt").stat().st_size

@@ -95,7 +95,7 @@ def test_sweep_then_report_writes_table1_and_chosen_method(run_cli, tmp_path):
     assert chosen["method"] in ("gradcam", "hirescam", "scorecam")
     assert "Chosen method: " in md
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("vqi")
+    exp = client.get_experiment_by_name("vqi-demo")
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'evaluate'")
     assert sorted(r.info.run_name for r in runs) == ["evaluate-gradcam", "evaluate-hirescam", "evaluate-scorecam"]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1

@@ -33,6 +33,7 @@ from vqi import config as vqi_config
 from vqi import tracking
 from vqi.data.prepared import current_fingerprint
 from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_stage, load_stage
+from vqi.utils.logs import quiet_third_party_logs
 from vqi.utils.owner import Owner
 from vqi.utils.stopping import Stopped, stop_on_signals
 
@@ -238,6 +239,7 @@ def cli() -> None:
 
 
 vqi_config.register_resolvers()
+quiet_third_party_logs()  # before any stage imports matplotlib or starts a server
 
 if __name__ == "__main__":
     cli()

@@ -21,9 +21,16 @@ log = logging.getLogger(__name__)
 
 MAX_PARAM_LEN = 500
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, evaluations);
+`custom_model_development` ("Machine learning") opens it on its runs, where this project logs."""
+
 
 def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id.
+
+    The experiment is tagged as a model-training one (`EXPERIMENT_KIND`), so the UI opens on runs.
 
     A new experiment stores its artifacts at `artifact_location` (an absolute folder for a
     local store; None lets a tracking server decide) rather than in the working directory. An
@@ -40,8 +47,21 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     if found:
         if location and folder is not None and found.artifact_location != location:
             _relocate_artifacts(uri, found.experiment_id, found.artifact_location, location)
+        if EXPERIMENT_KIND_TAG not in found.tags:  # a store made before the tag was set
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
-    return client.create_experiment(experiment, artifact_location=location)
+    return client.create_experiment(experiment, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+def ui_links(uri: str, base_url: str) -> dict[str, str]:
+    """Experiment name -> the MLflow UI address of its runs table, for every active experiment
+    with runs. MLflow 3.17's UI opens in its GenAI view unless the address (or an earlier click on
+    "Model training") says `workflowType=machine_learning`; the experiment tag alone does not."""
+    client = MlflowClient(uri)
+    return {e.name: f"{base_url.rstrip('/')}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning"
+            for e in client.search_experiments()
+            if client.search_runs([e.experiment_id], max_results=1)}
 
 
 def store_folder(uri: str) -> Path | None:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from vqi.utils.progress import progress as progress_bar
 
 from vqi.classes import CLASS_NAMES, IGNORE_INDEX, TRUTH_CLASS_IDS
 from vqi.data.coco import VOID_MODES, coco_document, scaled_annotations
@@ -88,7 +88,7 @@ def _split_stats(masks_hist: np.ndarray, instances: Counter, images: int) -> dic
 
 def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image_size: int, void: str = "ignore",
           on_error: str = "skip", skipped: list[dict] | None = None, fingerprint_value: str = "",
-          description: str = "", progress: Callable = tqdm, truth: TruthFolder | None = None) -> dict:
+          description: str = "", progress: Callable = progress_bar, truth: TruthFolder | None = None) -> dict:
     """Convert every assigned record and write the prepared folder; return the summary.
 
     `assignment` maps record stems to splits; `skipped` holds records already excluded (e.g.

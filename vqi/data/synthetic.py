@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
+from vqi.utils.progress import progress
 
 SUPERSAMPLE = 4
 LABELME_VERSIONS = ("3.16.7", "4.2.7", "4.5.6")
@@ -490,7 +490,7 @@ def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: i
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         (tmp / TRUTH_DIR).mkdir()
-        for index in tqdm(range(num_images), desc="generating synthetic TTPLA", unit="img"):
+        for index in progress(range(num_images), desc="generating synthetic TTPLA", unit="img"):
             write_image(tmp, f"synth_{index:04d}", seed, index, size, noise)
         os.replace(tmp, out_dir)
     finally:

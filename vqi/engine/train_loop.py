@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from vqi.utils.progress import progress as progress_bar
 
 from vqi.engine.confusion import ConfusionMatrix
 from vqi.engine.distributed import all_reduce_sum
@@ -67,7 +67,7 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
     model.train()
     optimizer.zero_grad(set_to_none=True)
     n_batches = len(loader) if hasattr(loader, "__len__") else None
-    bar = tqdm(loader, desc=f"train epoch {epoch + 1}", disable=not progress, leave=False)
+    bar = progress_bar(loader, desc=f"train epoch {epoch + 1}", disable=not progress, leave=False)
     total, batches, steps = 0.0, 0, 0
     with sparse_taps(model) if tap_sparse else nullcontext():
         for i, (images, masks, _) in enumerate(bar):
@@ -113,7 +113,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
     model.eval()
     cm = ConfusionMatrix(num_classes)
     with sparse_taps(model) if tap_sparse else nullcontext():
-        for images, masks, stems in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        for images, masks, stems in progress_bar(loader, desc="evaluate", disable=not progress, leave=False):
             preds = predict(model, images, device, amp=amp, channels_last=channels_last).cpu()
             cm.update(masks, preds)
             if on_batch is not None:

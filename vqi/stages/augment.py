@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from vqi.utils.progress import progress
 
 from vqi.augment import oracle, review_page
 from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
@@ -107,7 +107,7 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     perplexed = PerplexedRule(**a.perplexed)
     panels_dir = Path(a.review_dir) / "panels"
     proposals: list[Proposal] = []
-    for images, masks, stems in tqdm(loader, desc=f"augment: explain ({method_name})"):
+    for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
         images = images.to(device)
         preds = predict(model, images, device).cpu()
         units = [Unit(i, class_ids[c], (preds[i] == class_ids[c]).to(device))
@@ -144,7 +144,7 @@ def propose_blind(cfg: DictConfig) -> list[Proposal]:
     if unknown:
         raise ValueError(f"augment.thin_classes: {unknown} are not project classes {list(CLASS_IDS)}")
     proposals: list[Proposal] = []
-    for img, anns in tqdm(list(iter_image_annotations(read_split(processed, a.split))), desc="augment: dilate"):
+    for img, anns in progress(list(iter_image_annotations(read_split(processed, a.split))), desc="augment: dilate"):
         stem = Path(img["file_name"]).stem
         label = read_mask(processed / "masks" / a.split / f"{stem}.png", (img["height"], img["width"]))
         for name in a.thin_classes:
@@ -222,7 +222,7 @@ def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
         by_stem[p.image].append(p)
     out_json = processed / "annotations" / f"{a.output_split}.json"
     enlarged, new_regions = [], {}
-    for img, anns in tqdm(list(iter_image_annotations(doc)), desc="augment: apply"):
+    for img, anns in progress(list(iter_image_annotations(doc)), desc="augment: apply"):
         stem = Path(img["file_name"]).stem
         label = np.array(Image.open(processed / "masks" / a.split / f"{stem}.png"))
         if by_stem.get(stem):
@@ -320,8 +320,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update({f"label_{k}/{when}": v for k, v in ious.items()})
     metrics.update(quality.get("proposal_quality", {}))
     if quality:
-        log.info("against the truth: label IoU cable %.4f -> %.4f; accepted enlargement precision %.3f recall %.3f, "
-                 "perplexed precision %.3f recall %.3f", quality["label_iou"]["before"]["iou_cable"],
-                 quality["label_iou"]["after"]["iou_cable"], *(quality["proposal_quality"][f"{kind}/{m}"]
+        key = f"iou_{a.thin_classes[0]}" if a.thin_classes else "iou_overall"  # not a fixed class name
+        log.info("against the truth: label %s %.4f -> %.4f; accepted enlargement precision %.3f recall %.3f, "
+                 "perplexed precision %.3f recall %.3f", key, quality["label_iou"]["before"][key],
+                 quality["label_iou"]["after"][key], *(quality["proposal_quality"][f"{kind}/{m}"]
                  for kind in ("enlarge", "perplexed") for m in ("precision", "recall")))
     return metrics

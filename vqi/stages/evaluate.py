@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tqdm import tqdm
+from vqi.utils.progress import progress
 
 from vqi.classes import FOREGROUND_IDS
 from vqi.data.dataset import SegmentationDataset, read_split
@@ -32,7 +32,7 @@ from vqi.metrics.boxes import box_masks
 from vqi.metrics.evaluator import Evaluators, ImageResult
 from vqi.metrics.faithfulness import masked_confidences
 from vqi.models.checkpoint import load_model
-from vqi.reporting.figures import save_curves_figure
+from vqi.reporting.charts import save_curves_figure
 from vqi.reporting.table1 import label
 from vqi.stages.explain import _device_name
 from vqi.utils.atomic import write_json
@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     evaluators = _evaluators(cfg, names, model)
     evaluators.reset()
     index = {stem: i for i, stem in enumerate(dataset.stems)}
-    for stem, info in tqdm(meta["images"].items(), desc=f"evaluate {xc.name}", disable=not xc.progress):
+    for stem, info in progress(meta["images"].items(), desc=f"evaluate {xc.name}", disable=not xc.progress):
         if stem not in index:
             raise ValueError(f"{method_dir / META}: image {stem!r} is not in split {xc.split!r}")
         image, gt, _ = dataset[index[stem]]

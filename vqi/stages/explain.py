@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tqdm import tqdm
+from vqi.utils.progress import progress
 
 from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset
 from vqi.models.checkpoint import load_model
 from vqi.reporting.figures import save_cam_figure, to_rgb
+from vqi.reporting.table1 import label
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
 from vqi.xai.base import BaseCAM
@@ -84,7 +85,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     figures_dir = Path(xc.figures_dir)
     images_meta: dict[str, dict] = {}
     drawn = 0
-    for start in tqdm(range(0, count, batch_size), desc=f"explain {xc.name}", disable=not xc.progress):
+    for start in progress(range(0, count, batch_size), desc=f"explain {xc.name}", disable=not xc.progress):
         items = [dataset[i] for i in range(start, min(count, start + batch_size))]
         images = torch.stack([it[0] for it in items]).to(device)
         gts = torch.stack([it[1] for it in items]).to(device)
@@ -108,7 +109,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                  "skipped": {CLASS_NAMES[c]: why for c, why in skipped[n].items()}}
             if mine and drawn < int(xc.figures):
                 save_cam_figure(figures_dir / f"{stem}.png", to_rgb(images[n]), gts[n].cpu().numpy(),
-                                preds[n].cpu().numpy(), mine, title=f"{stem}: {xc.name}")
+                                preds[n].cpu().numpy(), mine, method=label(xc.name),
+                                title=f"{label(xc.name)} on {xc.split} image {stem} (target: {xc.target} mask)")
                 drawn += 1
     checkpoint_hash = file_hash(xc.checkpoint)
     write_meta(method_dir, {

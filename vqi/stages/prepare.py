@@ -58,7 +58,8 @@ def _preview(out_dir: Path, count: int, target: Path) -> Path | None:
             images = [np.asarray(Image.open(out_dir / "images" / e["file_name"]).convert("RGB")) for e in entries]
             masks = [np.asarray(Image.open(out_dir / "masks" / split / f"{Path(e['file_name']).stem}.png"))
                      for e in entries]
-            return save_preview(target, images, masks, [e["file_name"] for e in entries])
+            return save_preview(target, images, masks, [e["file_name"] for e in entries],
+                                title=f"{out_dir.name}: the first {len(entries)} '{split}' images and their masks")
     return None
 
 

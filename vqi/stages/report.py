@@ -19,17 +19,24 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
+import torch
+from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from vqi.reporting.figures import save_curves_figure
-from vqi.reporting.table1 import MethodResult, build_table1, choose_method, label
+from vqi.reporting.charts import save_curves_figure, save_table_chart
+from vqi.reporting.examples import before_after_rows, methods_rows
+from vqi.reporting.figures import save_before_after_figure, save_methods_figure, to_rgb
+from vqi.reporting.table1 import METRICS, MethodResult, build_table1, choose_method, label
 from vqi.reporting.table3 import FLOOR_KEYS, build_table3, floor_shortfalls, sanity_verdict
 from vqi.reporting.table2 import COLUMNS, ModelResult, build_table2
 from vqi.stages.retrain import enhanced_config
+from vqi.data.dataset import SegmentationDataset
+from vqi.models.checkpoint import load_model
 from vqi.reporting.tables import write_table
+from vqi.utils.device import resolve_device
 from vqi.utils.atomic import write_json
-from vqi.xai.maps import file_hash
+from vqi.xai.maps import META, file_hash, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +126,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                      "runs": {r.method: r.run_id for r in results}})
     for path in [*paths, tables_dir / CHOSEN]:
         mlflow.log_artifact(str(path), artifact_path="tables")
+    figures = [_table1_chart(cfg, table, results), *_methods_figure(cfg, results, checkpoint_hash)]
+    for path in figures:
+        mlflow.log_artifact(str(path), artifact_path="figures")
     mlflow.set_tags({"chosen_method": winner, "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
-    log.info("Table I (%d methods) -> %s; chosen method: %s\n%s", len(results), paths[0], winner,
-             table.markdown())
+    log.info("Table I (%d methods) -> %s; chosen method: %s; figures: %s", len(results), paths[0], winner,
+             ", ".join(p.name for p in figures))
     return {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, experiment_id)
 
 
@@ -220,7 +230,7 @@ def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, v
     if curves:
         paths.append(save_curves_figure(Path(cfg.report.figures_dir) / "table3_deletion_insertion.png", curves,
                                         title="Deletion and insertion, mean over units, per method"))
-    log.info("Table III -> %s\n%s", paths[0], table.markdown())
+    log.info("Table III -> %s", paths[0])
     return paths
 
 
@@ -260,9 +270,60 @@ def table2(cfg: DictConfig, experiment_id: str) -> dict[str, float]:
             "against the annotated labels, the paper's protocol). Distractors count as background."],
             caption="Table II against truth: test IoU (%) of the original and enhanced models")
         paths += write_table(truth_table, Path(cfg.paths.tables_dir), "table2_truth")
-        log.info("Table II against truth\n%s", truth_table.markdown())
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path="tables")
-    log.info("Table II -> %s\n%s", paths[0], table.markdown())
+    checkpoints = [Path(str(cfg.test.checkpoint)), Path(str(enhanced_config(cfg).test.checkpoint))]
+    missing = [str(c) for c in checkpoints if not c.is_file()]
+    if missing:  # Table II comes from the tracked runs; the figure needs the models themselves
+        log.warning("no original-vs-enhanced figure: checkpoint(s) %s no longer exist", ", ".join(missing))
+        figure = None
+    else:
+        figure = _before_after_figure(cfg, *checkpoints, split)
+        mlflow.log_artifact(str(figure), artifact_path="figures")
+    log.info("Table II -> %s; Overall IoU %.1f%% -> %.1f%%; figure: %s", paths[0],
+             100 * original.metrics.get("iou_overall", float("nan")),
+             100 * enhanced.metrics.get("iou_overall", float("nan")), figure.name if figure else "none")
     return {f"delta/{c.key}": 100 * (enhanced.metrics[c.key] - original.metrics[c.key])
             for c in COLUMNS if c.key in enhanced.metrics and c.key in original.metrics}
+
+
+def _table1_chart(cfg: DictConfig, table, results: list[MethodResult]) -> Path:
+    """Table I as bars: one panel per metric with its ↑/↓, one bar per method, the best dark."""
+    ranked = {c.key: c.better is not None for c in table.columns}
+    columns = [(c.key, c.label, ranked.get(c.key, False), c.digits) for c in METRICS]
+    return save_table_chart(Path(cfg.report.figures_dir) / "table1_chart.png", [label(r.method) for r in results],
+                            columns, {label(r.method): r.metrics for r in results},
+                            {key: table.best(key) for key, _, rank, _ in columns if rank},
+                            title=f"Table I: plausibility (EBPG, Bbox, IoU) and faithfulness (Drop, Inc) per "
+                                  f"CAM method ({cfg.experiment_name})")
+
+
+def _methods_figure(cfg: DictConfig, results: list[MethodResult], checkpoint_hash: str) -> list[Path]:
+    """The paper's Fig. 3 from the methods' saved maps (those explaining this checkpoint): one
+    image per class, every method's map."""
+    maps_dir = Path(cfg.xai.maps_dir)
+    current = [r for r in results if (maps_dir / r.method / META).is_file()
+               and read_meta(maps_dir / r.method).get("checkpoint_hash") == checkpoint_hash]
+    rows = methods_rows(cfg.data.processed_dir, str(cfg.xai.split), maps_dir,
+                        [(r.method, label(r.method)) for r in current]) if current else []
+    if not rows:
+        log.info("no image has maps of every method for any class: no methods figure")
+        return []
+    return [save_methods_figure(Path(cfg.report.figures_dir) / "methods_per_image.png", rows,
+                                title=f"Every CAM method on the same image, one row per class "
+                                      f"(split '{cfg.xai.split}', {cfg.experiment_name}; as the paper's Fig. 3)")]
+
+
+def _before_after_figure(cfg: DictConfig, original: Path, enhanced: Path, split: str) -> Path:
+    """The paper's Fig. 6: image, annotation, original and enhanced predictions, on the images of
+    `split` where the two models disagree most."""
+    device = resolve_device(cfg.device)
+    before, _ = load_model(original, device)
+    after, _ = load_model(enhanced, device)
+    dataset = SegmentationDataset(cfg.data.processed_dir, split, instantiate(cfg.test.transform))
+    with torch.no_grad():
+        rows = before_after_rows(dataset, before, after, device, to_rgb, count=4)
+    return save_before_after_figure(
+        Path(cfg.report.figures_dir) / "original_vs_enhanced.png", rows,
+        title=f"Original vs enhanced model on split '{split}' ({cfg.experiment_name}): the {len(rows)} images "
+              "where their predictions differ most (as the paper's Fig. 6)")

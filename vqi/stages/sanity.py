@@ -24,13 +24,13 @@ from hydra.utils import instantiate
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
-from tqdm import tqdm
+from vqi.utils.progress import progress
 
 from vqi.config import with_xai_method
 from vqi.data.dataset import SegmentationDataset
 from vqi.metrics import sanity
 from vqi.models.checkpoint import load_model
-from vqi.reporting.figures import save_lines_figure
+from vqi.reporting.charts import save_lines_figure
 from vqi.reporting.table1 import label
 from vqi.reporting.tables import Column, Table, write_table
 from vqi.stages.explain import _device_name, build_cam
@@ -100,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trained = _all_maps(methods, batches)
     steps = sanity.cascade_steps(model)
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    for i, (step, modules) in enumerate(tqdm(steps, desc="sanity", disable=not sc.progress)):
+    for i, (step, modules) in enumerate(progress(steps, desc="sanity", disable=not sc.progress)):
         sanity.randomise(modules, int(sc.seed) + i)
         now = _all_maps(methods, batches)
         for n in names:

@@ -15,26 +15,21 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
+import mlflow
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from vqi.classes import CLASS_NAMES  # noqa: E402
-from vqi.data.dataset import SegmentationDataset, read_mask  # noqa: E402
-from vqi.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from vqi.engine.confusion import ConfusionMatrix  # noqa: E402
-from vqi.engine.train_loop import evaluate  # noqa: E402
-from vqi.models.checkpoint import load_model  # noqa: E402
-from vqi.utils.atomic import atomic_path, write_json  # noqa: E402
-from vqi.utils.device import resolve_device  # noqa: E402
-from vqi.viz.overlay import overlay  # noqa: E402
+from vqi.classes import CLASS_NAMES
+from vqi.data.dataset import SegmentationDataset, read_mask
+from vqi.engine.confusion import ConfusionMatrix
+from vqi.engine.train_loop import evaluate
+from vqi.models.checkpoint import load_model
+from vqi.reporting.charts import save_confusion_figure
+from vqi.reporting.figures import save_overlay_figure, to_rgb
+from vqi.utils.atomic import write_json
+from vqi.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +47,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(tc.output_dir)
     drawn: list[Path] = []
 
+    title = _title(cfg, ckpt)
     truth_dir = Path(cfg.data.processed_dir) / "masks_truth" / tc.split
     truth_cm = ConfusionMatrix(len(CLASS_NAMES)) if truth_dir.is_dir() else None
 
     def on_batch(images: torch.Tensor, masks: torch.Tensor, preds: torch.Tensor, stems: list[str]) -> None:
         for image, mask, pred, stem in zip(images, masks, preds, stems):
             if len(drawn) < tc.overlays:
-                drawn.append(_save_overlay(out_dir / "overlays" / f"{stem}.png", image, mask, pred))
+                drawn.append(save_overlay_figure(out_dir / "overlays" / f"{stem}.png", to_rgb(image), mask.numpy(),
+                                                 pred.numpy(), title=f"{stem}: {title}"))
             if truth_cm is not None:
                 truth_cm.update(torch.from_numpy(read_mask(truth_dir / f"{stem}.png", tuple(pred.shape))), pred)
 
@@ -75,53 +72,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
         "confusion_matrix": cm.mat.tolist(), "class_names": list(CLASS_NAMES),
         "truth_confusion_matrix": truth_cm.mat.tolist() if truth_cm is not None else None,
     })
-    _save_confusion(out_dir / "confusion.png", cm)
+    save_confusion_figure(out_dir / "confusion.png", cm.mat.numpy(), CLASS_NAMES[:cm.num_classes],
+                          title=f"Confusion matrix in pixels, rows = ground truth\n{title}, {len(dataset)} images")
     mlflow.set_tags({"checkpoint": str(tc.checkpoint), "split": tc.split,
                      "checkpoint_epoch": str(ckpt["epoch"])})
     mlflow.log_artifacts(str(out_dir), artifact_path="test")
     return metrics
 
 
-def _denormalise(image: torch.Tensor) -> np.ndarray:
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    rgb = (image.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-    return (rgb * 255).round().astype(np.uint8)
-
-
-def _save_overlay(path: Path, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> Path:
-    rgb = _denormalise(image)
-    panels = [("image", rgb), ("ground truth", overlay(rgb, mask.numpy().astype(np.uint8))),
-              ("prediction", overlay(rgb, pred.numpy().astype(np.uint8)))]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    for ax, (title, panel) in zip(axes, panels):
-        ax.imshow(panel)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(path.stem)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _save_confusion(path: Path, cm: ConfusionMatrix) -> None:
-    """Row-normalised confusion matrix (rows: ground truth), with pixel counts in each cell."""
-    mat = cm.mat.double()
-    rows = mat / mat.sum(1, keepdim=True).clamp(min=1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
-    names = CLASS_NAMES[:cm.num_classes]
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("ground truth")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{rows[i, j]:.2f}\n{int(mat[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if rows[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, label="share of the ground-truth row")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+def _title(cfg: DictConfig, ckpt: dict) -> str:
+    """Which model (architecture, checkpoint, epoch) on which split, for every figure of the run."""
+    model = (ckpt.get("model_config") or {}).get("arch", "model")
+    where = Path(cfg.test.checkpoint)
+    return f"{model} ({where.parent.name}/{where.name}, epoch {ckpt['epoch']}) on split '{cfg.test.split}'"

@@ -23,6 +23,7 @@ from typing import Any
 
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
@@ -37,6 +38,7 @@ from vqi.engine import distributed
 from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
 from vqi.models.checkpoint import load_checkpoint, save_checkpoint
 from vqi.models.factory import build_model
+from vqi.reporting.charts import save_training_curves
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
 
@@ -256,7 +258,28 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
             mlflow.log_artifact(str(ckpt_dir / "best.pt"), artifact_path=MODEL_ARTIFACT.rsplit("/", 1)[0])
             mlflow.set_tag("model_artifact", MODEL_ARTIFACT)
         _tag_checkpoint_dir(cfg, ckpt_dir)
+        if run_id:
+            _log_training_curves(cfg, run_id, ckpt_dir, model_config["arch"])
     return _final(metrics)
+
+
+def _log_training_curves(cfg: DictConfig, run_id: str, ckpt_dir: Path, arch: str) -> None:
+    """`<checkpoint_dir>/training_curves.png` from the run's per-epoch history (a resumed run's
+    earlier epochs included), logged under `figures/`."""
+    client = MlflowClient()
+
+    def history(key: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run_id, key) if math.isfinite(m.value)}
+
+    loss = history("train_loss")
+    if not loss:
+        return
+    val = {"Overall": history("val_iou_overall"),
+           **{name: history(f"val_iou_{name}") for name in CLASS_NAMES[1:]}}
+    path = save_training_curves(ckpt_dir / "training_curves.png", loss, {k: v for k, v in val.items() if v},
+                                title=f"Training {arch} ({cfg.experiment_name}, {cfg.train.tag}): "
+                                      f"{len(loss)} epoch(s), split '{cfg.train.split}'")
+    mlflow.log_artifact(str(path), artifact_path="figures")
 
 
 def _tag_checkpoint_dir(cfg: DictConfig, ckpt_dir: Path) -> None:

@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from vqi.classes import IGNORE_INDEX
+from vqi.classes import CLASS_NAMES, IGNORE_INDEX, PERPLEXED
 
 PALETTE: dict[int, tuple[int, int, int]] = {
     0: (0, 0, 0),            # background
-    1: (255, 40, 40),        # cable
-    2: (40, 120, 255),       # tower_lattice
-    3: (255, 210, 0),        # tower_tucohy
-    4: (170, 90, 255),       # tower_wooden
-    5: (255, 0, 255),        # perplexed (augmented training sets only)
-    IGNORE_INDEX: (255, 255, 255),  # void / ignore
+    1: (255, 40, 40),        # cable: red
+    2: (40, 120, 255),       # tower_lattice: blue
+    3: (255, 210, 0),        # tower_tucohy: yellow
+    4: (40, 200, 70),        # tower_wooden: green (purple was too close to perplexed's magenta)
+    PERPLEXED: (255, 0, 255),  # perplexed (augmented training sets only): magenta
+    IGNORE_INDEX: (255, 255, 255),  # void / ignore: white
 }
-"""Class id -> RGB. Ids not listed are drawn grey."""
+"""Class id -> RGB, the one palette of every figure, page and overlay. Ids not listed are grey."""
+
+LEGEND_NAMES: dict[int, str] = {**dict(enumerate(CLASS_NAMES)), PERPLEXED: "perplexed",
+                                IGNORE_INDEX: "void (ignored)"}
+"""Class id -> the name a legend shows."""
 
 UNKNOWN_COLOUR = (128, 128, 128)
 
