@@ -33,7 +33,7 @@ def test_valid_overrides_pass_the_check(make_cfg, tmp_paths, overrides):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.epochs=three", "train.epochs: expected an integer (the default is 36), got 'three'"),
+    ("train.epochs=three", "train.epochs: expected an integer (the default is 50), got 'three'"),
     ("train.amp=maybe", "train.amp: expected a boolean"),
     ("train.lr=[1]", "train.lr: expected a number"),
     ("+trian.epochs=3", "trian: unknown key (the composed config defines no such key); did you mean train?"),
