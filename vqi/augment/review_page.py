@@ -74,8 +74,9 @@ class ImageTiles:
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:
-    """zlib level 1: panels are written once and read rarely, so speed beats a smaller file."""
-    with atomic_path(path) as tmp:
+    """A review panel: zlib level 1 (written once, read rarely: speed beats a smaller file),
+    atomic but not fsynced (panels are drawn again by `augment.force=true` or the review app)."""
+    with atomic_path(path, durable=False) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1)
 
 

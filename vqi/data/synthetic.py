@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -474,24 +475,47 @@ def write_image(out_dir: Path, stem: str, seed: int, index: int, size: int,
     _write_json(out_dir / TRUTH_DIR / f"{stem}.json", truth_document(stem, size, truth))
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _write_one(args: tuple) -> None:
+    write_image(*args)
+
+
 def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: int = 0,
-             noise: Mapping[str, float] | AnnotationNoise | None = None) -> Path:
+             noise: Mapping[str, float] | AnnotationNoise | None = None, workers: int | None = None) -> Path:
     """Write `num_images` images + labelme JSONs (the annotation, with `noise`) into `out_dir`
     and their truth into `out_dir/truth/`, atomically (a temporary folder renamed at the end);
-    an existing `out_dir` is reused as is, never rewritten."""
+    an existing `out_dir` is reused as is, never rewritten.
+
+    Every image draws from its own seed `[seed, index]`, so `workers` processes (None: the
+    machine's cores; 0 or 1: this process) write the same bytes as one, in any order.
+    """
     out_dir = Path(out_dir)
     if out_dir.is_dir():
         return out_dir
     if num_images < 1 or size < 64:
         raise ValueError(f"data.generator: need num_images >= 1 and size >= 64, got {num_images}, {size}")
+    workers = machine_cores() if workers is None else int(workers)
+    if workers < 0:
+        raise ValueError(f"data.generator.workers: need >= 0 (0 or 1: no worker processes), got {workers}")
     if not isinstance(noise, AnnotationNoise):
         noise = AnnotationNoise(**{k: float(v) for k, v in dict(noise or {}).items()})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         (tmp / TRUTH_DIR).mkdir()
-        for index in tqdm(range(num_images), desc="generating synthetic TTPLA", unit="img"):
-            write_image(tmp, f"synth_{index:04d}", seed, index, size, noise)
+        jobs = [(tmp, f"synth_{index:04d}", seed, index, size, noise) for index in range(num_images)]
+        progress = dict(total=num_images, desc="generating synthetic TTPLA", unit="img")
+        if min(workers, num_images) <= 1:
+            for job in tqdm(jobs, **progress):
+                _write_one(job)
+        else:  # spawn: the parent may hold torch's threads, which a fork would copy half-way
+            with multiprocessing.get_context("spawn").Pool(min(workers, num_images)) as pool:
+                for _ in tqdm(pool.imap_unordered(_write_one, jobs), **progress):
+                    pass
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

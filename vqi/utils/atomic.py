@@ -69,8 +69,13 @@ def fsync_tree(root: str | os.PathLike) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    `durable=False` skips both fsyncs (still atomic for readers, not across a power cut): for
+    files derived again on demand, written by the hundred, where two fsyncs each cost more
+    than making them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
@@ -79,9 +84,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         public_mode(tmp_path)
-        fsync_file(tmp_path)
+        if durable:
+            fsync_file(tmp_path)
         os.replace(tmp_path, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
