@@ -103,11 +103,18 @@ class Canvas:
         self.size = pixels.shape[0]
 
     def _paint(self, draw_fn, colour, opacity: float = 1.0) -> None:
+        """Blend `colour` by the shape's coverage, inside the coverage's bounding box only:
+        outside it the coverage is 0 and the blend would leave every pixel as it is."""
         big = Image.new("L", (self.size * SUPERSAMPLE,) * 2, 0)
         draw_fn(ImageDraw.Draw(big), SUPERSAMPLE)
-        alpha = np.asarray(big.resize((self.size,) * 2, Image.Resampling.BOX), dtype=np.float32)[..., None]
+        coverage = big.resize((self.size,) * 2, Image.Resampling.BOX)
+        box = coverage.getbbox()   # of the whole resize: Pillow's BOX of a crop can differ by 1
+        if box is None:
+            return
+        rows, cols = slice(box[1], box[3]), slice(box[0], box[2])
+        alpha = np.asarray(coverage, dtype=np.float32)[rows, cols, None]
         alpha *= opacity / 255.0
-        self.pixels = self.pixels * (1 - alpha) + np.asarray(colour, np.float32) * alpha
+        self.pixels[rows, cols] = self.pixels[rows, cols] * (1 - alpha) + np.asarray(colour, np.float32) * alpha
 
     def polygon(self, points: np.ndarray, colour, opacity: float = 1.0) -> None:
         self._paint(lambda d, s: d.polygon([tuple(p) for p in points * s], fill=255), colour, opacity)
@@ -152,8 +159,12 @@ def _forest(rng, size):
     for _ in range(int(size * size / 900)):
         cx, cy, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(6, 20)
         tone = rng.uniform(0.6, 1.4)
-        crown = np.clip(1 - ((xx - cx) ** 2 + (yy - cy) ** 2) / r ** 2, 0, 1)[..., None]
-        img = img * (1 - 0.6 * crown) + np.array((55, 90, 45), np.float32) * tone * 0.6 * crown
+        # The crown is 0 farther than r from its centre, where blending changes nothing: only
+        # its box (2 px to spare) is computed, so the cost grows with the crowns, not size^4.
+        rows = slice(max(0, int(cy - r) - 2), min(size, int(cy + r) + 3))
+        cols = slice(max(0, int(cx - r) - 2), min(size, int(cx + r) + 3))
+        crown = np.clip(1 - ((xx[rows, cols] - cx) ** 2 + (yy[rows, cols] - cy) ** 2) / r ** 2, 0, 1)[..., None]
+        img[rows, cols] = img[rows, cols] * (1 - 0.6 * crown) + np.array((55, 90, 45), np.float32) * tone * 0.6 * crown
     return img
 
 
