@@ -39,7 +39,7 @@ class ImageTiles:
     """
 
     def __init__(self, image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
-                 context: float = 0.5, min_side: int = 96, gap: int = 4):
+                 context: float = 0.5, min_side: int = 64, gap: int = 4):
         self.image = image
         self.shared = [overlay(image, truth), overlay(image, predicted)]
         self.heatmaps: dict[object, np.ndarray] = {}
