@@ -41,7 +41,7 @@ from vqi.stages import augment, explain, prepare
 
 
 def in_run(cfg, stage) -> dict:
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     with mlflow.start_run(experiment_id=experiment_id):
         return stage.run(cfg)
 
