@@ -4,8 +4,12 @@
     python scripts/bench_train.py --arch deeplabv3_resnet101 --size 500 --batch 8 --device cuda
 
 Ours: `vqi.engine.train_loop.train_one_epoch` (Dice loss, AMP + channels_last on CUDA) and
-`evaluate` (argmax + confusion matrix). Reference: the same torchvision model, a bare
-`model(x)["out"]` + cross entropy + backward + SGD step, and a bare no-grad forward, float32.
+`evaluate` (argmax + confusion matrix). Reference: the same torchvision model in a plain loop
+written as torchvision's references/segmentation does, at the same precision and memory format
+as ours: `model(x)["out"]` + cross entropy + backward + SGD step, and a no-grad forward + argmax;
+on CUDA both under float16 autocast (GradScaler for training) with the model and inputs in
+channels_last, on the CPU float32 (where ours is float32 too). On CUDA a third inference row
+compares our mixed-precision `evaluate` with the plain float32 forward (goal >= 2).
 Each measurement runs in a fresh process so peak memory is its own (CUDA: max allocated;
 CPU: peak resident set size). Prints images/s and peak memory, and ours / reference.
 """
@@ -52,7 +56,8 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(kind: str, args: argparse.Namespace) -> tuple[float, float]:
-    """(images/s, peak MB) of one kind: ours_train, ref_train, ours_infer, ref_infer."""
+    """(images/s, peak MB) of one kind: ours_train, ref_train, ours_infer, ref_infer, ref32_infer
+    (the plain float32 forward in the default memory format, whatever the device)."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(args.arch, num_classes=5).to(device)
@@ -61,9 +66,13 @@ def measure(kind: str, args: argparse.Namespace) -> tuple[float, float]:
     batches = list(loader)
     warm, timed = batches[:args.warmup], batches[args.warmup:]
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    ours = kind.startswith("ours")
-    if ours and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    mixed = device.type == "cuda" and kind != "ref32_infer"   # what ours does on this device
+    memory_format = torch.channels_last if mixed else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed)
+
+    def ref_input(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
     def run(chunk):
         if kind == "ours_train":
@@ -74,15 +83,17 @@ def measure(kind: str, args: argparse.Namespace) -> tuple[float, float]:
         elif kind == "ref_train":
             model.train()
             for x, y, _ in chunk:
-                loss = F.cross_entropy(model(x.to(device))["out"], y.to(device), ignore_index=255)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
+                with torch.autocast(device.type, torch.float16, enabled=mixed):
+                    loss = F.cross_entropy(model(ref_input(x))["out"], y.to(device), ignore_index=255)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
         else:
             model.eval()
-            with torch.no_grad():
+            with torch.inference_mode(), torch.autocast(device.type, torch.float16, enabled=mixed):
                 for x, _, _ in chunk:
-                    model(x.to(device))["out"].argmax(1).cpu()
+                    model(ref_input(x))["out"].argmax(1).cpu()
 
     run(warm)
     _sync(device)
@@ -104,16 +115,23 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
-    print(f"{args.arch} {args.size}x{args.size} batch {args.batch} on {args.device}, "
-          f"{args.steps} timed batches after {args.warmup} warm-up")
+    precision = "float16 autocast + channels_last" if args.device.startswith("cuda") else "float32"
+    print(f"{args.arch} {args.size}x{args.size} batch {args.batch} on {args.device} ({precision}, ours and "
+          f"the reference), {args.steps} timed batches after {args.warmup} warm-up")
     print(f"{'':>6} {'ours img/s':>11} {'ref img/s':>10} {'ratio':>6} {'ours MB':>9} {'ref MB':>9} {'ratio':>6}")
-    for phase in ("train", "infer"):
-        results = {}
-        for who in ("ref", "ours"):
-            with ctx.Pool(1) as pool:
-                results[who] = pool.apply(measure, (f"{who}_{phase}", args))
-        (o_s, o_m), (r_s, r_m) = results["ours"], results["ref"]
+    rows = [("train", "ref_train", "ours_train"), ("infer", "ref_infer", "ours_infer")]
+    if args.device.startswith("cuda"):
+        rows.append(("amp/32", "ref32_infer", "ours_infer"))
+    results = {}
+    for phase, ref, ours in rows:
+        for kind in (ref, ours):
+            if kind not in results:
+                with ctx.Pool(1) as pool:
+                    results[kind] = pool.apply(measure, (kind, args))
+        (o_s, o_m), (r_s, r_m) = results[ours], results[ref]
         print(f"{phase:>6} {o_s:11.2f} {r_s:10.2f} {o_s / r_s:6.2f} {o_m:9.0f} {r_m:9.0f} {o_m / r_m:6.2f}")
+    print("goals: train >= 0.95, infer >= 1.0 (same precision and memory format as ours)"
+          + ("; amp/32 (our mixed precision over the plain float32 forward) >= 2" if len(rows) > 2 else ""))
 
 
 if __name__ == "__main__":

@@ -182,3 +182,31 @@ def test_augmented_coco_leaves_the_original_dict_alone():
     assert [a["id"] for a in out["annotations"]] == [7, 8]
     assert out["annotations"][1]["category_id"] == PERPLEXED_ID
     assert {"id": PERPLEXED_ID, "name": "perplexed", "supercategory": "distractor"} in out["categories"]
+
+
+def test_panel_tiles_are_the_full_tiles_cropped_around_the_proposal():
+    from vqi.augment.review_page import ImageTiles, heatmap, highlight
+    from vqi.viz.overlay import overlay
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    mask, _, _ = scene()
+    truth = np.zeros((120, 200), np.uint8)
+    truth[:40, :40] = mask
+    predicted = np.roll(truth, 3, axis=1)
+    cam = rng.random((120, 200)).astype(np.float32)
+    region = np.zeros((120, 200), bool)
+    region[50:54, 150:190] = True
+    tiles = ImageTiles(image, truth, predicted, context=0.5, min_side=32, gap=4)
+    bbox = regions.bbox(region)
+    rows, cols = tiles.window(bbox)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (36, 68, 120, 200)  # 2x the box, shifted inside
+    panel = tiles.panel(1, cam, region, bbox)
+    width = cols.stop - cols.start
+    assert panel.shape == (32, 4 * width + 3 * 4, 3)
+    full = [overlay(image, truth), overlay(image, predicted), heatmap(image, cam), highlight(image, region)]
+    for n, tile in enumerate(full):
+        assert np.array_equal(panel[:, n * (width + 4):n * (width + 4) + width], tile[rows, cols]), n
+    assert tiles.panel(1, None, region, bbox)[:, 2 * (width + 4):3 * (width + 4) - 4].tolist() == \
+        image[rows, cols].tolist()   # no explanation: the plain image
+    big = ImageTiles(image, truth, predicted, min_side=500)
+    assert big.window([0, 0, 1, 1]) == (slice(0, 120), slice(0, 200))   # never larger than the image

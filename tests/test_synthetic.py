@@ -168,3 +168,17 @@ def test_the_same_seed_leaves_out_the_same_cables_at_every_width(tmp_path):
 def test_bad_noise_names_the_field(tmp_path):
     with pytest.raises(ValueError, match="noise.cable_missing must be in"):
         generate(tmp_path / "bad", num_images=1, size=64, noise={"cable_missing": 1.5})
+
+
+def test_worker_processes_write_the_same_bytes_as_one(tmp_path):
+    """Each image draws from its own seed: two worker processes write exactly one's files."""
+    noise = {"cable_width_factor": 0.5, "cable_offset_px": 1.0, "cable_missing": 0.2}
+    one = generate(tmp_path / "one", num_images=6, size=128, seed=11, noise=noise, workers=1)
+    two = generate(tmp_path / "two", num_images=6, size=128, seed=11, noise=noise, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert len(files) == 18                                   # images, labels, truth
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    with pytest.raises(ValueError, match="data.generator.workers"):
+        generate(tmp_path / "bad", num_images=2, size=64, workers=-1)

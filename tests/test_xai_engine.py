@@ -166,3 +166,24 @@ def test_scale_cams_normalises_then_resizes():
     assert out.shape == (1, 4, 4)
     assert float(out.min()) == 0.0 and abs(float(out.max()) - 1.0) < 1e-6
     assert torch.all(scale_cams(torch.zeros(1, 2, 2), (3, 3)) == 0)  # an empty map stays zero
+
+
+@pytest.mark.parametrize("method", [HiResCAM, ScoreCAM])
+def test_predict_and_explain_gives_the_plain_prediction_and_the_same_maps(method):
+    """The augment stage's one-pass path: its prediction is the argmax of a plain forward (up to
+    float ties), its units are chosen from it, and its maps are the method's maps of those units."""
+    model = _mobilenet()
+    images = torch.randn(2, 3, 64, 64)
+    cam = method(model, "backbone.16")
+    with torch.no_grad():
+        logits = model_logits(model, images)
+    top2 = logits.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-4            # pixels whose argmax no rounding can flip
+    preds, units, maps = cam.predict_and_explain(images, lambda p: _units(model, images))
+    assert preds.shape == (2, 64, 64)
+    assert torch.equal(preds[clear], logits.argmax(1)[clear])
+    assert len(units) == maps.shape[0] > 0
+    assert torch.allclose(maps, cam(images, units), atol=1e-5)
+    chosen: list[torch.Tensor] = []
+    _, none, empty = cam.predict_and_explain(images, lambda p: chosen.append(p) or [])
+    assert none == [] and empty.shape == (0, 64, 64) and torch.equal(chosen[0], preds)

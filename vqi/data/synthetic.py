@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -102,11 +103,18 @@ class Canvas:
         self.size = pixels.shape[0]
 
     def _paint(self, draw_fn, colour, opacity: float = 1.0) -> None:
+        """Blend `colour` by the shape's coverage, inside the coverage's bounding box only:
+        outside it the coverage is 0 and the blend would leave every pixel as it is."""
         big = Image.new("L", (self.size * SUPERSAMPLE,) * 2, 0)
         draw_fn(ImageDraw.Draw(big), SUPERSAMPLE)
-        alpha = np.asarray(big.resize((self.size,) * 2, Image.Resampling.BOX), dtype=np.float32)[..., None]
+        coverage = big.resize((self.size,) * 2, Image.Resampling.BOX)
+        box = coverage.getbbox()   # of the whole resize: Pillow's BOX of a crop can differ by 1
+        if box is None:
+            return
+        rows, cols = slice(box[1], box[3]), slice(box[0], box[2])
+        alpha = np.asarray(coverage, dtype=np.float32)[rows, cols, None]
         alpha *= opacity / 255.0
-        self.pixels = self.pixels * (1 - alpha) + np.asarray(colour, np.float32) * alpha
+        self.pixels[rows, cols] = self.pixels[rows, cols] * (1 - alpha) + np.asarray(colour, np.float32) * alpha
 
     def polygon(self, points: np.ndarray, colour, opacity: float = 1.0) -> None:
         self._paint(lambda d, s: d.polygon([tuple(p) for p in points * s], fill=255), colour, opacity)
@@ -151,8 +159,12 @@ def _forest(rng, size):
     for _ in range(int(size * size / 900)):
         cx, cy, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(6, 20)
         tone = rng.uniform(0.6, 1.4)
-        crown = np.clip(1 - ((xx - cx) ** 2 + (yy - cy) ** 2) / r ** 2, 0, 1)[..., None]
-        img = img * (1 - 0.6 * crown) + np.array((55, 90, 45), np.float32) * tone * 0.6 * crown
+        # The crown is 0 farther than r from its centre, where blending changes nothing: only
+        # its box (2 px to spare) is computed, so the cost grows with the crowns, not size^4.
+        rows = slice(max(0, int(cy - r) - 2), min(size, int(cy + r) + 3))
+        cols = slice(max(0, int(cx - r) - 2), min(size, int(cx + r) + 3))
+        crown = np.clip(1 - ((xx[rows, cols] - cx) ** 2 + (yy[rows, cols] - cy) ** 2) / r ** 2, 0, 1)[..., None]
+        img[rows, cols] = img[rows, cols] * (1 - 0.6 * crown) + np.array((55, 90, 45), np.float32) * tone * 0.6 * crown
     return img
 
 
@@ -474,24 +486,47 @@ def write_image(out_dir: Path, stem: str, seed: int, index: int, size: int,
     _write_json(out_dir / TRUTH_DIR / f"{stem}.json", truth_document(stem, size, truth))
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _write_one(args: tuple) -> None:
+    write_image(*args)
+
+
 def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: int = 0,
-             noise: Mapping[str, float] | AnnotationNoise | None = None) -> Path:
+             noise: Mapping[str, float] | AnnotationNoise | None = None, workers: int | None = None) -> Path:
     """Write `num_images` images + labelme JSONs (the annotation, with `noise`) into `out_dir`
     and their truth into `out_dir/truth/`, atomically (a temporary folder renamed at the end);
-    an existing `out_dir` is reused as is, never rewritten."""
+    an existing `out_dir` is reused as is, never rewritten.
+
+    Every image draws from its own seed `[seed, index]`, so `workers` processes (None: the
+    machine's cores; 0 or 1: this process) write the same bytes as one, in any order.
+    """
     out_dir = Path(out_dir)
     if out_dir.is_dir():
         return out_dir
     if num_images < 1 or size < 64:
         raise ValueError(f"data.generator: need num_images >= 1 and size >= 64, got {num_images}, {size}")
+    workers = machine_cores() if workers is None else int(workers)
+    if workers < 0:
+        raise ValueError(f"data.generator.workers: need >= 0 (0 or 1: no worker processes), got {workers}")
     if not isinstance(noise, AnnotationNoise):
         noise = AnnotationNoise(**{k: float(v) for k, v in dict(noise or {}).items()})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         (tmp / TRUTH_DIR).mkdir()
-        for index in progress(range(num_images), desc="generating synthetic TTPLA", unit="img"):
-            write_image(tmp, f"synth_{index:04d}", seed, index, size, noise)
+        jobs = [(tmp, f"synth_{index:04d}", seed, index, size, noise) for index in range(num_images)]
+        bar = dict(total=num_images, desc="generating synthetic TTPLA", unit="img")
+        if min(workers, num_images) <= 1:
+            for job in progress(jobs, **bar):
+                _write_one(job)
+        else:  # spawn: the parent may hold torch's threads, which a fork would copy half-way
+            with multiprocessing.get_context("spawn").Pool(min(workers, num_images)) as pool:
+                for _ in progress(pool.imap_unordered(_write_one, jobs), **bar):
+                    pass
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

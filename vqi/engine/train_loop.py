@@ -21,10 +21,19 @@ from vqi.engine.distributed import all_reduce_sum
 from vqi.models.sparse_conv import tap_sparse as sparse_taps
 
 
-def autocast(device: torch.device, amp: bool):
-    """float16 autocast on CUDA when `amp`; a no-op context elsewhere."""
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_dtype(name: str) -> torch.dtype:
+    if name not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {name!r}")
+    return AMP_DTYPES[name]
+
+
+def autocast(device: torch.device, amp: bool, dtype: str = "float16"):
+    """`dtype` (float16 or bfloat16) autocast on CUDA when `amp`; a no-op context elsewhere."""
     if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type="cuda", dtype=amp_dtype(dtype))
     return nullcontext()
 
 
@@ -94,9 +103,9 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, *, amp: bool = False,
-            channels_last: bool = False) -> torch.Tensor:
+            channels_last: bool = False, amp_dtype: str = "float16") -> torch.Tensor:
     """Class index per pixel `(N, H, W)` (argmax of the `out` logits), on `device`."""
-    with autocast(device, amp):
+    with autocast(device, amp, amp_dtype):
         logits = model(_to_device(images, device, channels_last))["out"]
     return logits.argmax(1)
 
@@ -105,7 +114,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, *, amp
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, *,
              amp: bool = False, channels_last: bool = False, progress: bool = True,
              on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[str]], None] | None = None,
-             tap_sparse: bool = False) -> ConfusionMatrix:
+             tap_sparse: bool = False, amp_dtype: str = "float16") -> ConfusionMatrix:
     """One confusion matrix over every pixel of `loader`, summed over ranks when distributed.
 
     `on_batch(images, masks, preds, stems)` sees every batch (e.g. to draw overlays).
@@ -114,7 +123,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
     cm = ConfusionMatrix(num_classes)
     with sparse_taps(model) if tap_sparse else nullcontext():
         for images, masks, stems in progress_bar(loader, desc="evaluate", disable=not progress, leave=False):
-            preds = predict(model, images, device, amp=amp, channels_last=channels_last).cpu()
+            preds = predict(model, images, device, amp=amp, channels_last=channels_last, amp_dtype=amp_dtype).cpu()
             cm.update(masks, preds)
             if on_batch is not None:
                 on_batch(images, masks, preds, list(stems))

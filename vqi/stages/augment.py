@@ -44,7 +44,6 @@ from vqi.data.dataset import SegmentationDataset, read_mask, read_split
 from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
-from vqi.engine.train_loop import predict
 from vqi.metrics.label_quality import LabelIoU, ProposalQuality
 from vqi.models.checkpoint import load_model
 from vqi.config import with_xai_method
@@ -109,16 +108,19 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     proposals: list[Proposal] = []
     for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
         images = images.to(device)
-        preds = predict(model, images, device).cpu()
-        units = [Unit(i, class_ids[c], (preds[i] == class_ids[c]).to(device))
-                 for i in range(len(stems)) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
-        cams = method(images, units).cpu().numpy() if units else []
+
+        def thin_units(preds: torch.Tensor) -> list[Unit]:
+            return [Unit(i, class_ids[c], preds[i] == class_ids[c])
+                    for i in range(len(stems)) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
+
+        preds, units, cams = method.predict_and_explain(images, thin_units)
+        preds, cams = preds.cpu(), cams.detach().cpu().numpy()
         cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
         for i, stem in enumerate(stems):
             img, anns = entries[stem]
             label = masks[i].numpy().astype(np.uint8)
             pred = preds[i].numpy().astype(np.uint8)
-            picture = None
+            tiles = None
             for name in a.thin_classes:
                 cid = class_ids[name]
                 cam = cam_of.get((i, cid))
@@ -128,9 +130,10 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
                                  for ann in anns if ann["category_id"] == cid]
                     found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
                 for p in found:
-                    if picture is None:
+                    if tiles is None:
                         picture = np.array(Image.open(processed / "images" / img["file_name"]).convert("RGB"))
-                    panel = review_page.proposal_panel(picture, label, pred, cam, decode(p.region, *label.shape))
+                        tiles = review_page.ImageTiles(picture, label, pred)
+                    panel = tiles.panel(cid, cam, decode(p.region, *label.shape), p.bbox)
                     review_page.save_png(panels_dir / _panel_name(p.proposal_id), panel)
                 proposals += found
     return proposals

@@ -1,7 +1,7 @@
 """stage=test: a checkpoint on a split -> per-class IoU, confusion matrix figure, overlays.
 
 Config keys read: `device`, `data.processed_dir`, `test.{checkpoint, split, batch_size,
-num_workers, amp, overlays, transform, output_dir}`. IoU follows docs/metrics.md
+num_workers, amp, amp_dtype, channels_last, overlays, transform, output_dir}`. IoU follows docs/metrics.md
 "Segmentation quality": one confusion matrix over the whole split, 255 ignored, predicted
 `perplexed` counted as background; Overall = mean IoU of the four foreground classes.
 When the split has true masks (`masks_truth/<split>/`, generated data), the same predictions are
@@ -42,6 +42,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     tc = cfg.test
     device = resolve_device(cfg.device)
     model, ckpt = load_model(tc.checkpoint, device)
+    if tc.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     dataset = SegmentationDataset(cfg.data.processed_dir, tc.split, instantiate(tc.transform))
     loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=False, num_workers=tc.num_workers)
     out_dir = Path(tc.output_dir)
@@ -59,8 +61,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if truth_cm is not None:
                 truth_cm.update(torch.from_numpy(read_mask(truth_dir / f"{stem}.png", tuple(pred.shape))), pred)
 
-    cm = evaluate(model, loader, device, len(CLASS_NAMES), amp=tc.amp, on_batch=on_batch,
-                  progress=bool(cfg.train.progress))
+    cm = evaluate(model, loader, device, len(CLASS_NAMES), amp=tc.amp, amp_dtype=str(tc.amp_dtype),
+                  channels_last=bool(tc.channels_last), on_batch=on_batch, progress=bool(cfg.train.progress))
     metrics = cm.metrics()
     if truth_cm is not None:
         metrics.update({f"truth/{k}": v for k, v in truth_cm.metrics().items()})

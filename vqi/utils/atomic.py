@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +32,7 @@ def current_umask() -> int:
 
 
 def public_mode(path: str | os.PathLike) -> None:
-    """Give a file made private by `mkstemp`/`mkdtemp` the mode a plain create would give it."""
+    """Give a folder made private by `mkdtemp` (or a file by `mkstemp`) the mode a plain create would give it."""
     base = 0o777 if Path(path).is_dir() else 0o666
     os.chmod(path, base & ~current_umask())
 
@@ -68,20 +68,36 @@ def fsync_tree(root: str | os.PathLike) -> None:
         fsync_dir(folder)
 
 
+def _create_beside(path: Path) -> Path:
+    """A new empty file `.<name>.<random>.tmp<suffix>` beside `path`, created with mode 0666 so
+    the kernel applies the umask (no chmod, no reading the umask per file)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    `durable=False` skips both fsyncs (still atomic for readers, not across a power cut): for
+    files derived again on demand, written by the hundred, where two fsyncs each cost more
+    than making them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_beside(path)
     try:
         yield tmp_path
-        public_mode(tmp_path)
-        fsync_file(tmp_path)
+        if durable:
+            fsync_file(tmp_path)
         os.replace(tmp_path, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

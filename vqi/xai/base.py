@@ -12,7 +12,7 @@ layer resolution, bilinear resize = cv2 INTER_LINEAR, ReLU, min-max again), all 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,13 @@ def _single(outputs: list[torch.Tensor], layer: nn.Module) -> torch.Tensor:
     return outputs[0]
 
 
+def _check_units(images: torch.Tensor, units: Sequence[Unit]) -> None:
+    bad = [u for u in units if not 0 <= u.index < images.shape[0] or u.mask.shape != images.shape[2:]]
+    if bad:
+        raise ValueError(f"unit (image {bad[0].index}, class {bad[0].class_id}) does not fit the "
+                         f"batch of {images.shape[0]} images of size {tuple(images.shape[2:])}")
+
+
 class BaseCAM:
     """A CAM method: `maps(images, units) -> U x H x W` float maps in [0, 1], one per unit."""
 
@@ -104,23 +111,43 @@ class BaseCAM:
     def __call__(self, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
         if not units:
             return images.new_zeros((0, *images.shape[2:]))
-        bad = [u for u in units if not 0 <= u.index < images.shape[0] or u.mask.shape != images.shape[2:]]
-        if bad:
-            raise ValueError(f"unit (image {bad[0].index}, class {bad[0].class_id}) does not fit the "
-                             f"batch of {images.shape[0]} images of size {tuple(images.shape[2:])}")
+        _check_units(images, units)
         return self.maps(images, units)
+
+    def predict_and_explain(self, images: torch.Tensor, choose: Callable[[torch.Tensor], Sequence[Unit]]
+                            ) -> tuple[torch.Tensor, list[Unit], torch.Tensor]:
+        """(N x H x W predicted classes, the units `choose(predictions)` picks, their maps).
+
+        For callers whose units depend on the prediction (the augment stage): by default one
+        no-grad forward for the prediction, then the method; a method whose own forward pass
+        already gives the logits (the gradient methods) reuses it instead of running two.
+        """
+        with torch.no_grad():
+            preds = model_logits(self.model, images).argmax(1)
+        units = list(choose(preds))
+        return preds, units, self(images, units)
+
+
+Forward = tuple[torch.Tensor, torch.Tensor]
+"""(logits, target-layer activations as a grad-requiring leaf) of one forward pass."""
 
 
 class GradientCAM(BaseCAM):
     """Gradient-based methods: one forward per batch, dS/dA for every unit, a per-method combination."""
 
-    def activations_and_grads(self, images: torch.Tensor, units: Sequence[Unit]
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, dS/dA) per unit, each U x K x h x w, from one forward pass and one VJP per class."""
+    def forward(self, images: torch.Tensor) -> Forward:
+        """One forward pass that keeps the graph from the target layer's output to the logits."""
         with frozen(self.model), tap_sparse(self.model):
             with torch.enable_grad(), capture(self.layer, as_leaf=True) as outs:
                 logits = model_logits(self.model, images)
-            acts = _single(outs, self.layer)
+        return logits, _single(outs, self.layer)
+
+    def activations_and_grads(self, images: torch.Tensor, units: Sequence[Unit],
+                              forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, dS/dA) per unit, each U x K x h x w, from one forward pass (`forward`, else run
+        here) and one VJP per class."""
+        logits, acts = forward if forward is not None else self.forward(images)
+        with frozen(self.model), tap_sparse(self.model):
             scores, classes = target_scores(logits, units)
             # One vector-Jacobian product per class column: the column's sum over the batch
             # gives every image its own gradient (images never mix in eval mode).
@@ -139,9 +166,20 @@ class GradientCAM(BaseCAM):
         """U x h x w raw map before post-processing."""
         return torch.einsum("uk,ukhw->uhw", self.channel_weights(acts, grads), acts)
 
-    def maps(self, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
-        acts, grads = self.activations_and_grads(images, units)
+    def maps(self, images: torch.Tensor, units: Sequence[Unit], forward: Forward | None = None) -> torch.Tensor:
+        acts, grads = self.activations_and_grads(images, units, forward)
         return scale_cams(self.cam_image(acts, grads), tuple(images.shape[2:]))
+
+    def predict_and_explain(self, images: torch.Tensor, choose: Callable[[torch.Tensor], Sequence[Unit]]
+                            ) -> tuple[torch.Tensor, list[Unit], torch.Tensor]:
+        """The prediction comes from the explanation's own forward pass: one forward, not two."""
+        forward = self.forward(images)
+        preds = forward[0].detach().argmax(1)
+        units = list(choose(preds))
+        if not units:
+            return preds, units, images.new_zeros((0, *images.shape[2:]))
+        _check_units(images, units)
+        return preds, units, self.maps(images, units, forward)
 
 
 def gradient_maps(methods: Sequence[GradientCAM], images: torch.Tensor,
