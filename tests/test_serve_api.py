@@ -15,6 +15,8 @@ from serve_factory import write_checkpoint, write_review_file
 
 from vqi.augment.proposals import Proposal
 from vqi.augment.review import read_review, write_review
+from vqi.classes import PERPLEXED
+from vqi.viz.overlay import PALETTE
 from vqi.classes import CLASS_NAMES
 from vqi.serve.app import create_app, fast_methods
 from vqi.serve.registry import CheckpointRegistry
@@ -93,6 +95,12 @@ def test_pages_and_models(client):
         assert response.status_code == 200 and marker in response.get_data(as_text=True)
     assert client.get("/api/models").get_json() == {"models": ["tiny"], "methods": ["gradcam", "hirescam"]}
     assert_plain_error(client.get("/nope"), 404)
+
+
+def test_review_legend_shows_the_tiles_palette(client):
+    page = client.get("/review").get_data(as_text=True)
+    for cls, name in ((1, "cable"), (4, "tower_wooden"), (PERPLEXED, "perplexed")):
+        assert f'background:#{"%02x%02x%02x" % PALETTE[cls]}"></span>{name}<' in page
 
 
 def test_analyze_without_annotation(client, root):
