@@ -13,7 +13,7 @@ VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$
 
 .DEFAULT_GOAL := help
 SEEDS ?= 1 2 3 4 5
-STUDY_ARGS ?= train.epochs=24 'xai_methods=[gradcam,gradcampp,xgradcam,hirescam]'
+STUDY_ARGS ?= 'xai_methods=[gradcam,hirescam]'
 
 .PHONY: help install demo table1 table2 table3 paper study study-dose serve ui test test-all
 
