@@ -11,9 +11,9 @@ from matplotlib import colormaps
 from PIL import Image
 
 from vqi.augment.proposals import Proposal
-from vqi.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, PERPLEXED as PERPLEXED_ID
 from vqi.utils.atomic import atomic_path, write_text
-from vqi.viz.overlay import PALETTE, overlay
+from vqi.viz.legend import css_swatches
+from vqi.viz.overlay import overlay
 
 PROPOSAL_COLOUR = np.array([0, 255, 120], np.float32)
 
@@ -85,12 +85,9 @@ def save_png(path: Path, pixels: np.ndarray) -> None:
 
 def _legend() -> str:
     """Tile names and colour meanings, for the offline page."""
-    names = {**dict(enumerate(CLASS_NAMES)), PERPLEXED_ID: "perplexed",
-             IGNORE_INDEX: "void (unclear, ignored in training)"}
-    names.pop(BACKGROUND)
-    swatch = '<span class="sw" style="background:rgb{}"></span>{}'
-    classes = [swatch.format(PALETTE[c], html.escape(n)) for c, n in names.items() ]
-    classes.append(swatch.format(tuple(int(v) for v in PROPOSAL_COLOUR), "proposed pixels"))
+    swatch = '<span class="sw" style="background:{}"></span>{}'
+    classes = [swatch.format(colour, html.escape(name)) for name, colour in css_swatches()]
+    classes.append(swatch.format("rgb{}".format(tuple(int(v) for v in PROPOSAL_COLOUR)), "proposed pixels"))
     jet = ", ".join("#%02x%02x%02x" % tuple(int(255 * v) for v in colormaps["jet"](x)[:3]) for x in np.linspace(0, 1, 9))
     return (f'<p class="legend"><b>Tiles</b>: ground truth | prediction | explanation | proposal<br>'
             f'<b>Colours</b>: {" ".join(classes)}<br><b>Explanation</b>: 0 <span class="bar" '

@@ -28,7 +28,6 @@ from flask import Flask, Response, jsonify, render_template, request, send_file
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
-from vqi.classes import BACKGROUND, IGNORE_INDEX
 from vqi.serve import analysis, review_panel
 from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
@@ -37,7 +36,7 @@ from vqi.serve.review_store import MAX_K, Conflict, ReviewStore
 from vqi.models.checkpoint import CheckpointError
 from vqi.serve.safety import BadInput, check_host, decode_image, parse_json
 from vqi.serve.timing import Stopwatch
-from vqi.viz.overlay import LEGEND_NAMES, PALETTE
+from vqi.viz.legend import css_swatches
 from vqi.xai.gradcam import GradCAM
 from vqi.xai.gradcampp import GradCAMPlusPlus
 from vqi.xai.hirescam import HiResCAM
@@ -56,12 +55,6 @@ def fast_methods(names: list[str], scorecam_batch: int = 16) -> dict[str, analys
         raise ValueError(f"serve.methods: unknown {unknown}; valid: {', '.join(CAM_CLASSES)}")
     return {n: (lambda model, layer, cls=CAM_CLASSES[n]: cls(model, layer, batch_size=scorecam_batch))
             if n == "scorecam" else (lambda model, layer, cls=CAM_CLASSES[n]: cls(model, layer)) for n in names}
-
-
-def review_legend() -> list[tuple[str, str]]:
-    """(name, CSS colour) of every class a review tile can show, from the one palette."""
-    return [(name, "#%02x%02x%02x" % PALETTE[cls]) for cls, name in LEGEND_NAMES.items()
-            if cls not in (BACKGROUND, IGNORE_INDEX)]
 
 
 def _png(pixels: np.ndarray):
@@ -125,7 +118,7 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
 
     @app.get("/review")
     def review_page():
-        return render_template("review.html", legend=review_legend())
+        return render_template("review.html", legend=css_swatches())
 
     @app.get("/api/models")
     def models():

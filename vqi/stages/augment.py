@@ -106,13 +106,14 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     perplexed = PerplexedRule(**a.perplexed)
     panels_dir = Path(a.review_dir) / "panels"
     proposals: list[Proposal] = []
+
+    def thin_units(preds: torch.Tensor) -> list[Unit]:
+        """One unit per (image, thin class) the prediction holds: the explained targets."""
+        return [Unit(i, class_ids[c], preds[i] == class_ids[c])
+                for i in range(preds.shape[0]) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
+
     for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
         images = images.to(device)
-
-        def thin_units(preds: torch.Tensor) -> list[Unit]:
-            return [Unit(i, class_ids[c], preds[i] == class_ids[c])
-                    for i in range(len(stems)) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
-
         preds, units, cams = method.predict_and_explain(images, thin_units)
         preds, cams = preds.cpu(), cams.detach().cpu().numpy()
         cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}

@@ -89,13 +89,6 @@ def _single(outputs: list[torch.Tensor], layer: nn.Module) -> torch.Tensor:
     return outputs[0]
 
 
-def _check_units(images: torch.Tensor, units: Sequence[Unit]) -> None:
-    bad = [u for u in units if not 0 <= u.index < images.shape[0] or u.mask.shape != images.shape[2:]]
-    if bad:
-        raise ValueError(f"unit (image {bad[0].index}, class {bad[0].class_id}) does not fit the "
-                         f"batch of {images.shape[0]} images of size {tuple(images.shape[2:])}")
-
-
 class BaseCAM:
     """A CAM method: `maps(images, units) -> U x H x W` float maps in [0, 1], one per unit."""
 
@@ -108,11 +101,15 @@ class BaseCAM:
     def maps(self, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, units: Sequence[Unit], **maps_options) -> torch.Tensor:
+        """`maps` after checking the units; `maps_options` go to `maps` (e.g. a reused forward)."""
         if not units:
             return images.new_zeros((0, *images.shape[2:]))
-        _check_units(images, units)
-        return self.maps(images, units)
+        bad = [u for u in units if not 0 <= u.index < images.shape[0] or u.mask.shape != images.shape[2:]]
+        if bad:
+            raise ValueError(f"unit (image {bad[0].index}, class {bad[0].class_id}) does not fit the "
+                             f"batch of {images.shape[0]} images of size {tuple(images.shape[2:])}")
+        return self.maps(images, units, **maps_options)
 
     def predict_and_explain(self, images: torch.Tensor, choose: Callable[[torch.Tensor], Sequence[Unit]]
                             ) -> tuple[torch.Tensor, list[Unit], torch.Tensor]:
@@ -176,10 +173,7 @@ class GradientCAM(BaseCAM):
         forward = self.forward(images)
         preds = forward[0].detach().argmax(1)
         units = list(choose(preds))
-        if not units:
-            return preds, units, images.new_zeros((0, *images.shape[2:]))
-        _check_units(images, units)
-        return preds, units, self.maps(images, units, forward)
+        return preds, units, self(images, units, forward=forward)
 
 
 def gradient_maps(methods: Sequence[GradientCAM], images: torch.Tensor,
