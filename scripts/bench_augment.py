@@ -46,6 +46,13 @@ def in_run(cfg, stage) -> dict:
         return stage.run(cfg)
 
 
+def output_bias(model: torch.nn.Module) -> torch.Tensor:
+    """The bias every output logit gets: DeepLabv3's last conv, or LR-ASPP's low-level classifier
+    (its two classifiers' outputs are summed)."""
+    head = model.classifier
+    return (head.low_classifier if hasattr(head, "low_classifier") else head[-1]).bias
+
+
 def cable_checkpoint(processed: Path, size: int, arch: str, path: Path) -> float:
     """A random-weight `arch`, its BatchNorm statistics taken from the train images (no gradient
     step: else the random features vanish), its cable bias set so that ~1/3 of the pixels are
@@ -62,7 +69,7 @@ def cable_checkpoint(processed: Path, size: int, arch: str, path: Path) -> float
         model.train()(images)
         logits = model.eval()(images)["out"]
         margin = logits[:, 1] - logits[:, [0, 2, 3, 4]].max(dim=1).values
-        model.classifier[-1].bias[1] -= margin.flatten().quantile(0.65)
+        output_bias(model)[1] -= margin.flatten().quantile(0.65)
         share = float((model(images)["out"].argmax(1) == 1).float().mean())
     save_checkpoint({"model": model.state_dict(), "epoch": 0, "class_names": list(CLASS_NAMES),
                      "model_config": config}, path)
@@ -110,8 +117,8 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[160, 500])
-    p.add_argument("--images", type=int, default=100, help="generated images (the demo's 100: 65 in the train split)")
-    p.add_argument("--arch", default="deeplabv3_mobilenet_v3_large")
+    p.add_argument("--images", type=int, default=200, help="generated images (the demo's 200: 130 in the train split)")
+    p.add_argument("--arch", default="lraspp_mobilenet_v3_large", help="the demo's model by default")
     p.add_argument("--method", default="hirescam")
     p.add_argument("--batch", type=int, default=4, help="images per forward pass, both stages")
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each stage; the fastest counts")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from vqi.engine.precision import Precision
 from vqi.engine.train_loop import evaluate, train_one_epoch
 from vqi.models import build_model
 from vqi.models.losses import DiceLoss
@@ -79,7 +80,7 @@ def measure(kind: str, args: argparse.Namespace) -> tuple[float, float]:
             train_one_epoch(model, DiceLoss(), optimizer, chunk, device, amp=True, channels_last=True,
                             progress=False)
         elif kind == "ours_infer":
-            evaluate(model, chunk, device, 5, amp=True, channels_last=True, progress=False)
+            evaluate(model, chunk, device, 5, precision=Precision(True, "float16", True), progress=False)
         elif kind == "ref_train":
             model.train()
             for x, y, _ in chunk:

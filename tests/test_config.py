@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from vqi.config import CONFIG_DIR, ConfigError, check_config
+from vqi.config import CONFIG_DIR, ConfigError, check_config, with_xai_method
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
@@ -73,3 +73,12 @@ def test_no_stage_says_so_plainly(run_cli, tmp_path):
     proc = run_cli(check=False)
     assert proc.returncode == 2 and "no stage given: python -m vqi.run stage=<name>" in proc.stderr
     assert "exception formatting" not in proc.stderr and not (tmp_path / "outputs").exists()
+
+
+def test_switching_the_xai_method_keeps_the_runs_precision(make_cfg):
+    """augment and sanity explain with another method's config; the run's mixed-precision settings stay."""
+    cfg = make_cfg("xai=gradcam", "xai.amp=true", "xai.amp_dtype=bfloat16", "xai.batch_size=3")
+    switched = with_xai_method(cfg, "scorecam")
+    assert switched.xai.name == "scorecam" and switched.xai.method.batch_size == 16
+    assert (switched.xai.amp, switched.xai.amp_dtype) == (True, "bfloat16")
+    assert switched.xai.batch_size == 1            # a method setting comes from the method's file

@@ -100,3 +100,18 @@ def test_sweep_then_report_writes_table1_and_chosen_method(run_cli, tmp_path):
     assert sorted(r.info.run_name for r in runs) == ["evaluate-gradcam", "evaluate-hirescam", "evaluate-scorecam"]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
     assert all(r.data.tags["checkpoint_hash"] == chosen["checkpoint_hash"] for r in runs)
+
+
+def test_cpu_explain_and_evaluate_ignore_mixed_precision(make_cfg, tmp_path):
+    """xai.amp applies on CUDA only: on the CPU the maps are byte-identical and the metrics equal."""
+    results = {}
+    for amp in ("false", "true"):
+        overrides = [*xai_setup(tmp_path), "xai=gradcam", f"xai.amp={amp}", "xai.amp_dtype=bfloat16",
+                     f"xai.maps_dir={tmp_path / amp}"]
+        _in_run(make_cfg(*overrides, stage="explain"), explain, "explain")
+        metrics = _in_run(make_cfg(*overrides, stage="evaluate"), evaluate, "evaluate")
+        method_dir = tmp_path / amp / "gradcam"
+        assert read_meta(method_dir)["precision"] == "float32"
+        results[amp] = ({p.name: p.read_bytes() for p in method_dir.glob("*.npz")},
+                        {k: v for k, v in metrics.items() if k != "time"})
+    assert results["true"] == results["false"]

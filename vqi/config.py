@@ -50,14 +50,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+RUN_WIDE_XAI_KEYS = ("amp", "amp_dtype", "channels_last")
+"""`xai` settings of the run, not of a method: they stay as the run set them when the method changes."""
+
+
 def with_xai_method(cfg: DictConfig, method: str) -> DictConfig:
-    """A copy of `cfg` whose `xai` group is `conf/xai/<method>.yaml` (interpolations kept)."""
+    """A copy of `cfg` whose `xai` group is `conf/xai/<method>.yaml` (interpolations kept), with the
+    run's own `RUN_WIDE_XAI_KEYS`."""
     if cfg.xai.name == method:
         return cfg
     node = compose_config([f"xai={method}"]).xai
     out = copy.deepcopy(cfg)
     with open_dict(out):
         out.xai = node
+        for key in RUN_WIDE_XAI_KEYS:
+            if key in cfg.xai:
+                out.xai[key] = cfg.xai[key]
     return out
 
 

@@ -18,23 +18,8 @@ from vqi.utils.progress import progress as progress_bar
 
 from vqi.engine.confusion import ConfusionMatrix
 from vqi.engine.distributed import all_reduce_sum
+from vqi.engine.precision import Precision, autocast, to_device
 from vqi.models.sparse_conv import tap_sparse as sparse_taps
-
-
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def amp_dtype(name: str) -> torch.dtype:
-    if name not in AMP_DTYPES:
-        raise ValueError(f"amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {name!r}")
-    return AMP_DTYPES[name]
-
-
-def autocast(device: torch.device, amp: bool, dtype: str = "float16"):
-    """`dtype` (float16 or bfloat16) autocast on CUDA when `amp`; a no-op context elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=amp_dtype(dtype))
-    return nullcontext()
 
 
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
@@ -51,13 +36,6 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> int:
     for layer in layers:
         layer.momentum = momentum
     return len(layers)
-
-
-def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    images = images.to(device, non_blocking=True)
-    if channels_last and device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
 
 
 def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -80,7 +58,7 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
     total, batches, steps = 0.0, 0, 0
     with sparse_taps(model) if tap_sparse else nullcontext():
         for i, (images, masks, _) in enumerate(bar):
-            images, masks = _to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+            images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
             with autocast(device, amp):
                 out = model(images)
             loss = criterion(out["out"], masks)
@@ -102,19 +80,19 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, *, amp: bool = False,
-            channels_last: bool = False, amp_dtype: str = "float16") -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device,
+            precision: Precision = Precision()) -> torch.Tensor:
     """Class index per pixel `(N, H, W)` (argmax of the `out` logits), on `device`."""
-    with autocast(device, amp, amp_dtype):
-        logits = model(_to_device(images, device, channels_last))["out"]
+    with precision.context(device):
+        logits = model(precision.inputs(images, device))["out"]
     return logits.argmax(1)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, *,
-             amp: bool = False, channels_last: bool = False, progress: bool = True,
+             precision: Precision = Precision(), progress: bool = True,
              on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[str]], None] | None = None,
-             tap_sparse: bool = False, amp_dtype: str = "float16") -> ConfusionMatrix:
+             tap_sparse: bool = False) -> ConfusionMatrix:
     """One confusion matrix over every pixel of `loader`, summed over ranks when distributed.
 
     `on_batch(images, masks, preds, stems)` sees every batch (e.g. to draw overlays).
@@ -123,7 +101,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
     cm = ConfusionMatrix(num_classes)
     with sparse_taps(model) if tap_sparse else nullcontext():
         for images, masks, stems in progress_bar(loader, desc="evaluate", disable=not progress, leave=False):
-            preds = predict(model, images, device, amp=amp, channels_last=channels_last, amp_dtype=amp_dtype).cpu()
+            preds = predict(model, images, device, precision).cpu()
             cm.update(masks, preds)
             if on_batch is not None:
                 on_batch(images, masks, preds, list(stems))

@@ -148,9 +148,9 @@ def analyze(loaded: LoadedModel, rgb: np.ndarray, method: str, cam_factory: CamF
     foreground = [c for c in FOREGROUND_IDS if c < len(names)]
     with clock.part("preprocess"):
         picture = A.Resize(size, size)(image=rgb)["image"]
-        x = eval_transform(size)(image=rgb)["image"][None].to(device)
-    with clock.part("predict"), torch.no_grad():
-        logits = model_logits(loaded.model, x)
+        x = loaded.precision.inputs(eval_transform(size)(image=rgb)["image"][None], device)
+    with clock.part("predict"), torch.no_grad(), loaded.precision.context(device):
+        logits = model_logits(loaded.model, x).float()
         pred = logits.argmax(1)[0]
         _sync(device)
 
@@ -168,13 +168,15 @@ def analyze(loaded: LoadedModel, rgb: np.ndarray, method: str, cam_factory: CamF
                 why[c] = FALSE_POSITIVE
                 del skipped[c]
         units = [Unit(0, c, mask) for c, mask in targets]
-        maps = cam_factory(loaded.model, loaded.target_layer)(x, units) if units else x.new_zeros((0, size, size))
+        with loaded.precision.context(device):
+            maps = cam_factory(loaded.model, loaded.target_layer)(x, units) if units else x.new_zeros((0, size, size))
         _sync(device)
 
     scored = {}
     if truth is not None:
         with clock.part("scores"):
-            scored = image_scores(loaded.model, x, truth, units, maps, names)
+            with loaded.precision.context(device):
+                scored = image_scores(loaded.model, x, truth, units, maps, names)
             _sync(device)
 
     height, width = display_size(*rgb.shape[:2], display_max_side)
@@ -191,6 +193,7 @@ def analyze(loaded: LoadedModel, rgb: np.ndarray, method: str, cam_factory: CamF
                   for u, m in zip(units, maps) if why[u.class_id] != FALSE_POSITIVE}
         result = {
             "model": loaded.id, "method": method, "size": [size, size],
+            "precision": loaded.precision.describe(device),
             "image_size": [int(rgb.shape[1]), int(rgb.shape[0])], "display_size": [width, height],
             "areas": _areas(display_pred, names),
             "legend": legend(names), "colormap": colormap_stops(),

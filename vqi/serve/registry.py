@@ -15,6 +15,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from vqi.engine.precision import Precision
 from vqi.models.checkpoint import load_model
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -29,6 +30,7 @@ class LoadedModel:
     class_names: list[str]
     image_size: int
     target_layer: str
+    precision: Precision = Precision()
 
 
 def _get(tree: object, *keys: str) -> object:
@@ -41,7 +43,7 @@ class CheckpointRegistry:
     """id -> checkpoint file. Ids are short plain names; paths never come from requests."""
 
     def __init__(self, entries: Mapping[str, str | Path], device: str | torch.device = "cpu",
-                 default_image_size: int = 160, cache_size: int = 2):
+                 default_image_size: int = 160, cache_size: int = 2, precision: Precision = Precision()):
         bad = [i for i in entries if not ID_PATTERN.match(str(i))]
         if bad:
             raise ValueError(f"checkpoint id {bad[0]!r}: use letters, digits and '._-' only")
@@ -49,6 +51,7 @@ class CheckpointRegistry:
         self.device = torch.device(device)
         self.default_image_size = int(default_image_size)
         self.cache_size = max(1, int(cache_size))
+        self.precision = precision
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -66,11 +69,12 @@ class CheckpointRegistry:
                 self._cache.move_to_end(key)
                 return self._cache[key]
             model, ckpt = load_model(path, self.device)
+            model = self.precision.prepare(model, self.device)
             arch = str(ckpt["model_config"].get("arch", ""))
             size = _get(ckpt.get("config"), "data", "image_size") or self.default_image_size
             layer = (_get(ckpt.get("config"), "model", "target_layer")
                      or DEFAULT_TARGET_LAYERS.get(arch, "backbone.layer4"))
-            loaded = LoadedModel(key, model, list(ckpt["class_names"]), int(size), str(layer))
+            loaded = LoadedModel(key, model, list(ckpt["class_names"]), int(size), str(layer), self.precision)
             self._cache[key] = loaded
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)

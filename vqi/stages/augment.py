@@ -10,7 +10,8 @@ after, and the accepted changes' precision and recall per kind.
 
 Config keys: `augment.*` (proposer, method, checkpoint, split, output_split, thin_classes,
 enlarge.*, perplexed.*, policy, accept_threshold, oracle.*, review_dir, review_file, force,
-batch_size), `data.processed_dir`, `paths.tables_dir` (Table I's chosen method), `device`.
+batch_size), `data.processed_dir`, `paths.tables_dir` (Table I's chosen method), `device`,
+`xai.{amp, amp_dtype, channels_last}` (CUDA mixed precision of the explanation pass).
 
 The review file is the expert's: once written it is never overwritten; `augment.force=true`
 moves it aside (timestamped) before proposing anew. The original split is never written to.
@@ -44,6 +45,7 @@ from vqi.data.dataset import SegmentationDataset, read_mask, read_split
 from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
+from vqi.engine.precision import Precision
 from vqi.metrics.label_quality import LabelIoU, ProposalQuality
 from vqi.models.checkpoint import load_model
 from vqi.config import with_xai_method
@@ -92,12 +94,15 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     a = cfg.augment
     processed = Path(cfg.data.processed_dir)
     device = resolve_device(cfg.device)
+    xai_cfg = with_xai_method(cfg, method_name)
+    precision = Precision.of(xai_cfg.xai)
     model, ckpt = load_model(a.checkpoint, device)
+    model = precision.prepare(model, device)
     class_ids = {name: i for i, name in enumerate(ckpt["class_names"])}
     missing = [c for c in a.thin_classes if c not in class_ids]
     if missing:
         raise ValueError(f"augment.thin_classes: {missing} not among the model's classes {list(class_ids)}")
-    method = build_cam(with_xai_method(cfg, method_name), model)
+    method = build_cam(xai_cfg, model)
     doc = read_split(processed, a.split)
     entries = {Path(img["file_name"]).stem: (img, anns) for img, anns in iter_image_annotations(doc)}
     dataset = SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size)))
@@ -113,9 +118,10 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
                 for i in range(preds.shape[0]) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
 
     for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
-        images = images.to(device)
-        preds, units, cams = method.predict_and_explain(images, thin_units)
-        preds, cams = preds.cpu(), cams.detach().cpu().numpy()
+        images = precision.inputs(images, device)
+        with precision.context(device):
+            preds, units, cams = method.predict_and_explain(images, thin_units)
+        preds, cams = preds.cpu(), cams.detach().float().cpu().numpy()
         cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
         for i, stem in enumerate(stems):
             img, anns = entries[stem]

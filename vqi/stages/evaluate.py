@@ -2,7 +2,8 @@
 pointing game and deletion / insertion AUC (Table III).
 
 Config keys read: `device`, `data.processed_dir`, `xai.{name, checkpoint, split, target,
-maps_dir, figures_dir, transform, progress}`, `metrics.{batch_size, evaluators}`. Reads the maps and
+maps_dir, figures_dir, transform, progress, amp, amp_dtype, channels_last}` (the explanation's
+precision, so the prediction and its units are the explanation's), `metrics.{batch_size, evaluators}`. Reads the maps and
 `explain.json` that stage=explain wrote for the same checkpoint (checked by hash), the split's
 COCO boxes and masks; logs the metrics (overall and `<metric>/<class>`), unit counts, skipped
 units by reason, and tags the run with method, checkpoint (+ hash) and the device of the times.
@@ -31,6 +32,7 @@ from vqi.data.dataset import SegmentationDataset, read_split
 from vqi.metrics.boxes import box_masks
 from vqi.metrics.evaluator import Evaluators, ImageResult
 from vqi.metrics.faithfulness import masked_confidences
+from vqi.engine.precision import Precision
 from vqi.models.checkpoint import load_model
 from vqi.reporting.charts import save_curves_figure
 from vqi.reporting.table1 import label
@@ -75,7 +77,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"{method_dir / META}: maps were made from checkpoint {meta.get('checkpoint')} "
                          f"(hash {meta['checkpoint_hash']}, target {meta['target']}), not {xc.checkpoint} "
                          f"(hash {checkpoint_hash}, target {xc.target}); run stage=explain force=true")
+    precision = Precision.of(xc)   # the explanation's: the same prediction, so the same units
     model, ckpt = load_model(xc.checkpoint, device)
+    model = precision.prepare(model, device)
     names = list(ckpt["class_names"])
     dataset = SegmentationDataset(cfg.data.processed_dir, xc.split, instantiate(xc.transform))
     doc = read_split(cfg.data.processed_dir, xc.split)
@@ -91,7 +95,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise ValueError(f"{method_dir / META}: image {stem!r} is not in split {xc.split!r}")
         image, gt, _ = dataset[index[stem]]
         image, gt = image.to(device), gt.to(device)
-        with torch.no_grad():
+        with torch.no_grad(), precision.context(device):
             pred = model_logits(model, image[None]).argmax(1)[0]
         units, _ = select_units(gt, pred, xc.target, FOREGROUND_IDS)
         maps = load_maps(method_dir / f"{stem}.npz")
@@ -112,16 +116,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise ValueError(f"{method_dir / f'{stem}.npz'}: maps are {stack.shape[1:]}, images {height}x{width}")
         y = o = np.zeros(0)
         targets = None
-        if units:
-            targets = torch.stack([m for _, m in units])
-            y_t, o_t = masked_confidences(model, image, torch.from_numpy(stack).to(device), classes, targets,
-                                          batch_size=int(cfg.metrics.batch_size))
-            y, o = y_t.cpu().numpy(), o_t.cpu().numpy()
-        evaluators.process(ImageResult(
-            stem=stem, class_ids=classes, maps=stack, gt=gt.cpu().numpy(),
-            boxes=np.stack([boxes[c] for c in classes]) if units else np.zeros((0, height, width), bool),
-            y=y, o=o, seconds=info.get("seconds"), image=image, targets=targets,
-            skipped={names.index(n): why for n, why in info.get("skipped", {}).items()}))
+        with precision.context(device):   # Drop / Increase and deletion / insertion run the model
+            if units:
+                targets = torch.stack([m for _, m in units])
+                y_t, o_t = masked_confidences(model, image, torch.from_numpy(stack).to(device), classes, targets,
+                                              batch_size=int(cfg.metrics.batch_size))
+                y, o = y_t.cpu().numpy(), o_t.cpu().numpy()
+            evaluators.process(ImageResult(
+                stem=stem, class_ids=classes, maps=stack, gt=gt.cpu().numpy(),
+                boxes=np.stack([boxes[c] for c in classes]) if units else np.zeros((0, height, width), bool),
+                y=y, o=o, seconds=info.get("seconds"), image=image, targets=targets,
+                skipped={names.index(n): why for n, why in info.get("skipped", {}).items()}))
     metrics = evaluators.evaluate()
     curves = {k: v for e in evaluators.evaluators if hasattr(e, "curves") for k, v in e.curves().items()}
     write_json(method_dir / "metrics.json", {"method": xc.name, "checkpoint": str(xc.checkpoint),

@@ -2,7 +2,7 @@
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `xai.{name, method, library_method,
 engine, target, target_layer, split, checkpoint, batch_size, max_images, figures, maps_dir,
-figures_dir, transform, progress}`. Writes `<xai.maps_dir>/<xai.name>/<stem>.npz` (one array per
+figures_dir, transform, progress, amp, amp_dtype, channels_last}`. Writes `<xai.maps_dir>/<xai.name>/<stem>.npz` (one array per
 class name, docs/architecture.md) and `explain.json` (units, skipped units, seconds per image,
 checkpoint hash, device); logs Fig. 3-style overlays. Time per image: wall clock of the map
 computation of its batch (model warm, CUDA synchronised) / images in the batch; the prediction
@@ -23,6 +23,7 @@ from vqi.utils.progress import progress
 
 from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset
+from vqi.engine.precision import Precision
 from vqi.models.checkpoint import load_model
 from vqi.reporting.figures import save_cam_figure, to_rgb
 from vqi.reporting.table1 import label
@@ -73,7 +74,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     xc = cfg.xai
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
+    precision = Precision.of(xc)
     model, ckpt = load_model(xc.checkpoint, device)
+    model = precision.prepare(model, device)
     names = list(ckpt["class_names"])
     cam = build_cam(cfg, model)
     dataset = SegmentationDataset(cfg.data.processed_dir, xc.split, instantiate(xc.transform))
@@ -87,9 +90,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     drawn = 0
     for start in progress(range(0, count, batch_size), desc=f"explain {xc.name}", disable=not xc.progress):
         items = [dataset[i] for i in range(start, min(count, start + batch_size))]
-        images = torch.stack([it[0] for it in items]).to(device)
+        images = precision.inputs(torch.stack([it[0] for it in items]), device)
         gts = torch.stack([it[1] for it in items]).to(device)
-        with torch.no_grad():
+        with torch.no_grad(), precision.context(device):
             preds = model_logits(model, images).argmax(1)  # also warms the model before the clock
         units, skipped = [], []
         for n in range(len(items)):
@@ -98,7 +101,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             skipped.append(skip)
         _sync(device)
         t0 = time.perf_counter()
-        maps = cam(images, units)
+        with precision.context(device):
+            maps = cam(images, units)
         _sync(device)
         seconds = (time.perf_counter() - t0) / len(items)
         maps_np = maps.detach().cpu().numpy().astype(np.float32)
@@ -116,11 +120,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     write_meta(method_dir, {
         "method": xc.name, "engine": xc.engine, "target": xc.target, "target_layer": xc.target_layer,
         "split": xc.split, "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-        "device": _device_name(device), "batch_size": batch_size, "images": images_meta,
+        "device": _device_name(device), "precision": precision.describe(device), "batch_size": batch_size,
+        "images": images_meta,
     })
     mlflow.set_tags({"xai_method": xc.name, "xai_engine": xc.engine, "xai_target": xc.target,
                      "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-                     "device": _device_name(device), "maps_dir": str(method_dir)})
+                     "device": _device_name(device), "precision": precision.describe(device),
+                     "maps_dir": str(method_dir)})
     if figures_dir.is_dir():
         mlflow.log_artifacts(str(figures_dir), artifact_path="figures")
     times = [m["seconds"] for m in images_meta.values() if m["classes"]]

@@ -2,7 +2,7 @@
 
 Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (id -> file), `serve.discover` (also the
 checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
-`serve.methods`, `serve.image_size`, `serve.device`, `serve.max_upload_mb`,
+`serve.methods`, `serve.image_size`, `serve.device`, `serve.{amp, amp_dtype, channels_last}`, `serve.max_upload_mb`,
 `serve.max_image_pixels`, `serve.cache_models`, `serve.review_file`, `serve.images_dir`,
 `serve.masks_dir`, `serve.annotations_file`, `serve.display_max_side`, `serve.work_dir`,
 `serve.class_map`, `serve.void`, `serve.point_tolerance`,
@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 from vqi import tracking
 from vqi.serve.app import create_app, fast_methods
 from vqi.serve.registry import CheckpointRegistry
+from vqi.engine.precision import Precision
 from vqi.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ def build_app(cfg: DictConfig):
     """The app the config describes (also used by tests)."""
     s = cfg.serve
     entries = registry_entries(cfg)
-    registry = CheckpointRegistry(entries, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models))
+    registry = CheckpointRegistry(entries, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models),
+                                  Precision.of(s))
     app = create_app(registry, fast_methods(list(s.methods)), s.review_file, s.images_dir, s.masks_dir,
                      s.work_dir, OmegaConf.to_container(s.class_map), str(s.void), float(s.point_tolerance),
                      int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels), allowed_hosts(cfg),

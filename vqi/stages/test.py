@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset, read_mask
 from vqi.engine.confusion import ConfusionMatrix
+from vqi.engine.precision import Precision
 from vqi.engine.train_loop import evaluate
 from vqi.models.checkpoint import load_model
 from vqi.reporting.charts import save_confusion_figure
@@ -41,9 +42,9 @@ def run_name(cfg: DictConfig) -> str:
 def run(cfg: DictConfig) -> dict[str, float]:
     tc = cfg.test
     device = resolve_device(cfg.device)
+    precision = Precision.of(tc)
     model, ckpt = load_model(tc.checkpoint, device)
-    if tc.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = precision.prepare(model, device)
     dataset = SegmentationDataset(cfg.data.processed_dir, tc.split, instantiate(tc.transform))
     loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=False, num_workers=tc.num_workers)
     out_dir = Path(tc.output_dir)
@@ -61,8 +62,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if truth_cm is not None:
                 truth_cm.update(torch.from_numpy(read_mask(truth_dir / f"{stem}.png", tuple(pred.shape))), pred)
 
-    cm = evaluate(model, loader, device, len(CLASS_NAMES), amp=tc.amp, amp_dtype=str(tc.amp_dtype),
-                  channels_last=bool(tc.channels_last), on_batch=on_batch, progress=bool(cfg.train.progress))
+    cm = evaluate(model, loader, device, len(CLASS_NAMES), precision=precision, on_batch=on_batch, progress=bool(cfg.train.progress))
     metrics = cm.metrics()
     if truth_cm is not None:
         metrics.update({f"truth/{k}": v for k, v in truth_cm.metrics().items()})

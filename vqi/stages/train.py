@@ -35,6 +35,7 @@ from vqi.config import relocatable
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.data.prepared import current_fingerprint
 from vqi.engine import distributed
+from vqi.engine.precision import Precision
 from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
 from vqi.models.checkpoint import load_checkpoint, save_checkpoint
 from vqi.models.factory import build_model
@@ -200,8 +201,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
     def validate() -> dict[str, float]:
         if val_loader is None:
             return {}
-        cm = evaluate(model, val_loader, device, len(CLASS_NAMES), amp=tc.amp,
-                      channels_last=tc.channels_last, progress=progress, tap_sparse=tc.tap_sparse)
+        cm = evaluate(model, val_loader, device, len(CLASS_NAMES),
+                      precision=Precision(bool(tc.amp), channels_last=bool(tc.channels_last)), progress=progress, tap_sparse=tc.tap_sparse)
         return {f"val_{k}": v for k, v in cm.metrics().items()}
 
     if start == 0 and tc.eval_untrained and val_loader is not None:

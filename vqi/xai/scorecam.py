@@ -42,7 +42,9 @@ class ScoreCAM(BaseCAM):
             lo, hi = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
             up = (up - lo) / (hi - lo + 1e-8)
             logits = model_logits(self.model, image[None] * up[:, None])
-            scores.append(torch.einsum("buhw,uhw->bu", logits[:, classes], masks))
+            # float32 sums even under autocast: the softmax over channels amplifies their rounding
+            with torch.autocast(logits.device.type, enabled=False):
+                scores.append(torch.einsum("buhw,uhw->bu", logits[:, classes].float(), masks))
         return torch.cat(scores)
 
     def maps(self, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:

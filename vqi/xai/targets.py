@@ -70,6 +70,7 @@ def target_scores(logits: torch.Tensor, units: Sequence[Unit]) -> tuple[torch.Te
     """
     classes = sorted({u.class_id for u in units})
     col = {c: j for j, c in enumerate(classes)}
+    logits = logits.float()   # sums over thousands of pixels: float32 even under autocast (a no-op in float32)
     masks = logits.new_zeros((logits.shape[0], len(classes), *logits.shape[2:]))
     for u in units:
         masks[u.index, col[u.class_id]] = u.mask.to(masks.dtype)
