@@ -105,6 +105,28 @@ def test_accumulation_steps_the_optimizer_every_n_batches(processed):
     assert stats["steps"] == 2  # 4 batches: a step after batch 3, and one for the remainder
 
 
+def test_the_epoch_loss_is_the_mean_of_the_batch_losses_and_a_nan_is_refused(processed):
+    model = build_model("deeplabv3_mobilenet_v3_large", num_classes=5)
+    loader = DataLoader(SegmentationDataset(processed, "train", eval_transform(64)), batch_size=2)
+    seen: list[float] = []
+
+    def recording(logits, masks):
+        loss = DiceLoss()(logits, masks)
+        seen.append(loss.item())
+        return loss
+
+    stats = train_one_epoch(model, recording, torch.optim.SGD(model.parameters(), lr=0.0), loader,
+                            torch.device("cpu"), progress=False)
+    assert len(seen) == 4 and stats["loss"] == sum(seen) / len(seen)
+
+    def poisoned(logits, masks):
+        return DiceLoss()(logits, masks) * math.nan
+
+    with pytest.raises(FloatingPointError, match="lower train.lr"):
+        train_one_epoch(model, poisoned, torch.optim.SGD(model.parameters(), lr=0.0), loader,
+                        torch.device("cpu"), epoch=2, progress=False)
+
+
 def test_bn_momentum_override_reaches_every_batchnorm():
     model = build_model("deeplabv3_mobilenet_v3_large", num_classes=5)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

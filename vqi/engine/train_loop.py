@@ -22,6 +22,10 @@ from vqi.engine.precision import Precision, autocast, to_device
 from vqi.models.sparse_conv import tap_sparse as sparse_taps
 
 
+POSTFIX_EVERY = 10
+"""Batches between two updates of the progress line's running loss (each one a host sync)."""
+
+
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
 
@@ -55,7 +59,11 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
     optimizer.zero_grad(set_to_none=True)
     n_batches = len(loader) if hasattr(loader, "__len__") else None
     bar = progress_bar(loader, desc=f"train epoch {epoch + 1}", disable=not progress, leave=False)
-    total, batches, steps = 0.0, 0, 0
+    # The loss is summed on the device: no host sync per batch (one per POSTFIX_EVERY batches
+    # for the progress line, and one at the end, where a non-finite loss is refused before the
+    # stage saves anything).
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    batches, steps = 0, 0
     with sparse_taps(model) if tap_sparse else nullcontext():
         for i, (images, masks, _) in enumerate(bar):
             images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
@@ -64,19 +72,21 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
             loss = criterion(out["out"], masks)
             if "aux" in out and aux_weight:
                 loss = loss + aux_weight * criterion(out["aux"], masks)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}; "
-                                         f"lower train.lr or check the data")
             scaler.scale(loss / accumulate).backward()
             if (i + 1) % accumulate == 0 or (n_batches is not None and i + 1 == n_batches):
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
-            total += loss.item()
+            total += loss.detach()
             batches += 1
-            bar.set_postfix(loss=f"{total / batches:.4f}")
-    return {"loss": total / max(batches, 1), "steps": float(steps)}
+            if progress and batches % POSTFIX_EVERY == 0:
+                bar.set_postfix(loss=f"{float(total) / batches:.4f}")
+    mean = float(total) / max(batches, 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"the training loss became {mean} in epoch {epoch + 1}; "
+                                 "lower train.lr or check the data")
+    return {"loss": mean, "steps": float(steps)}
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via transforms),
 `model.{arch,weights,weights_backbone,aux_loss,output_stride}`, `loss` (`_target_`), and `train.*`:
-`epochs, labels, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, tap_sparse,
+`epochs, labels, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, tap_sparse, compile,
 num_workers, split, val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir,
 optimizer, scheduler, transforms`.
 
@@ -45,7 +45,7 @@ from vqi.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
-RUNTIME_KEYS = ("num_workers", "force", "progress", "checkpoint_dir", "eval_untrained", "stop_after_epochs")
+RUNTIME_KEYS = ("num_workers", "force", "progress", "checkpoint_dir", "eval_untrained", "stop_after_epochs", "compile")
 """`train.*` keys that do not change what is trained, so a resume may differ in them."""
 
 
@@ -170,6 +170,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
     net = model
     if dist_info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:   # training steps only; validation and checkpoints use the eager `model`
+        net = torch.compile(net)
     criterion = instantiate(cfg.loss)
     optimizer = instantiate(tc.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     scheduler = instantiate(tc.scheduler)(optimizer=optimizer)
