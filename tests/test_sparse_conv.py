@@ -75,3 +75,18 @@ def test_modules_restored_after_an_error():
     with pytest.raises(RuntimeError), tap_sparse(aspp):
         aspp(torch.randn(1, 5, 3, 3))          # wrong channel count: the error passes, modules restored
     assert all("forward" not in vars(m) for m in aspp.modules())
+
+
+@pytest.mark.slow
+def test_torch_compile_runs_through_the_sparse_taps():
+    """train.compile with train.tap_sparse: the compiled ASPP gives the dense output and gradients."""
+    torch.manual_seed(0)
+    aspp = ASPP(16, [12, 24, 36], out_channels=8).eval()
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    params = [x, *aspp.parameters()]
+    expected = torch.autograd.grad(aspp(x).square().sum(), params)
+    with tap_sparse(aspp) as changed:
+        grads = torch.autograd.grad(torch.compile(aspp)(x).square().sum(), params)
+    assert changed == 3
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * want.abs().max().item())
