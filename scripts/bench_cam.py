@@ -10,7 +10,9 @@ class to `backbone.layer4`. Part 2, ScoreCAM on the small setting (--small-arch 
 last backbone block): the library runs the channel-masked passes once per unit, the fast engine
 once per image. Prints per-method and total times (median of --repeats), ratios, one plain
 inference forward for reference (--repeats; the library --library-repeats), peak memory (CPU: VmHWM after resetting it; CUDA: the
-allocator's peak), and the max / mean absolute difference of the maps.
+allocator's peak), and the max / mean absolute difference of the maps. With --amp, the fast
+engine again under that autocast (as `xai.amp=true` runs it on CUDA): its time against float32's
+and its maps' difference from the float32 maps.
 
 Units: the classes that the argmax of the model predicts on the input (random weights: inputs
 are drawn from --seed on until the prediction holds >= 2 classes, --tries at most); if none does,
@@ -28,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from vqi.engine.precision import AMP_DTYPES, amp_dtype
 from vqi.models.factory import build_model
 from vqi.xai.base import gradient_maps
 from vqi.xai.gradcam import GradCAM
@@ -115,6 +118,16 @@ def bench_gradient(args, device) -> None:
     print(f"{'all 4 together':<16}{lib_total:>10.3f}{t_all:>9.3f}{lib_total / t_all:>7.1f}x{'':>9}{m_all:>9.0f}")
     print(f"fast (all 4 methods, all {len(units)} units) = {t_all / t_fwd:.2f} x one plain inference forward "
           f"(target <= 2); library / fast = {lib_total / t_all:.1f} x (target >= 10)")
+    if args.amp:
+        with torch.autocast(device.type, dtype=amp_dtype(args.amp)):
+            model_logits(model, image)
+            t_fwd16, _, _ = measure(lambda: torch.no_grad()(model_logits)(model, image), device, args.repeats)
+            gradient_maps(fast_methods, image, units)
+            t_all16, m_all16, fast16 = measure(lambda: gradient_maps(fast_methods, image, units), device, args.repeats)
+        print(f"{args.amp} autocast: plain forward {t_fwd16:.3f} s ({t_fwd / t_fwd16:.2f}x float32's); fast, all 4 "
+              f"{t_all16:.3f} s = {t_all16 / t_fwd16:.2f} x its forward, {t_all / t_all16:.2f}x float32's, peak "
+              f"+{m_all16:.0f} MiB; maps vs float32: "
+              + "; ".join(f"{name} {diff(fast16[name], fast[name])}" for name in fast))
 
 
 def bench_scorecam(args, device) -> None:
@@ -133,6 +146,11 @@ def bench_scorecam(args, device) -> None:
                                 device, 1)
     print(f"library {t_lib:.2f} s, peak +{m_lib:.0f} MiB | fast {t_fast:.2f} s, peak +{m_fast:.0f} MiB | "
           f"ratio {t_lib / t_fast:.1f}x (target >= {len(units)} = units) | maps {diff(fast, ref)}")
+    if args.amp:
+        with torch.autocast(device.type, dtype=amp_dtype(args.amp)):
+            t_16, m_16, fast16 = measure(lambda: ScoreCAM(model, layer, args.batch_size)(image, units), device, 1)
+        print(f"{args.amp} autocast: fast {t_16:.2f} s ({t_fast / t_16:.2f}x float32's), peak +{m_16:.0f} MiB | "
+              f"maps vs float32 {diff(fast16, fast)}")
     print(f"memory bound: one inference forward of batch_size={args.batch_size} masked inputs takes "
           f"+{m_bound:.0f} MiB ({t_bound:.2f} s); fast ScoreCAM peak +{m_fast:.0f} MiB "
           f"({'within' if m_fast <= 1.25 * m_bound + 16 else 'ABOVE'} it)")
@@ -160,6 +178,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip", choices=["gradient", "scorecam"], default=None)
+    p.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+                   help="also the fast engine under this autocast (as xai.amp on CUDA): time and maps vs float32")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -40,6 +40,13 @@ def _minmax(cams: torch.Tensor) -> torch.Tensor:
     return cams / (EPS + cams.flatten(1).max(dim=1).values[:, None, None])
 
 
+def float32_math(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast off on `tensor`'s device: a map's arithmetic after the model (channel weights,
+    min-max with eps 1e-7, GradCAM++'s cubed gradients) runs in float32 even inside a
+    mixed-precision pass, where float16 would underflow; without autocast it changes nothing."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 def scale_cams(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """U x h x w raw maps -> U x H x W in [0, 1], in pytorch-grad-cam's order."""
     cams = _minmax(cams.float().clamp_min(0))
@@ -153,7 +160,7 @@ class GradientCAM(BaseCAM):
         col = {c: j for j, c in enumerate(classes)}
         index = torch.tensor([u.index for u in units], device=acts.device)
         cols = torch.tensor([col[u.class_id] for u in units], device=acts.device)
-        return acts.detach()[index], grads[cols, index]
+        return acts.detach()[index].float(), grads[cols, index].float()
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """U x K weights of the channels; the map is sum_k w_k A_k."""
@@ -165,7 +172,8 @@ class GradientCAM(BaseCAM):
 
     def maps(self, images: torch.Tensor, units: Sequence[Unit], forward: Forward | None = None) -> torch.Tensor:
         acts, grads = self.activations_and_grads(images, units, forward)
-        return scale_cams(self.cam_image(acts, grads), tuple(images.shape[2:]))
+        with float32_math(acts):
+            return scale_cams(self.cam_image(acts, grads), tuple(images.shape[2:]))
 
     def predict_and_explain(self, images: torch.Tensor, choose: Callable[[torch.Tensor], Sequence[Unit]]
                             ) -> tuple[torch.Tensor, list[Unit], torch.Tensor]:
@@ -185,4 +193,5 @@ def gradient_maps(methods: Sequence[GradientCAM], images: torch.Tensor,
         raise ValueError("gradient_maps: every method must explain the same model and target layer")
     acts, grads = methods[0].activations_and_grads(images, units)
     size = tuple(images.shape[2:])
-    return {m.name: scale_cams(m.cam_image(acts, grads), size) for m in methods}
+    with float32_math(acts):
+        return {m.name: scale_cams(m.cam_image(acts, grads), size) for m in methods}

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vqi.models.sparse_conv import tap_sparse
-from vqi.xai.base import BaseCAM, _single, capture, frozen, scale_cams
+from vqi.xai.base import BaseCAM, _single, capture, float32_math, frozen, scale_cams
 from vqi.xai.targets import Unit, model_logits
 
 
@@ -41,8 +41,9 @@ class RandomCAM(BaseCAM):
     def maps(self, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
         with torch.no_grad(), frozen(self.model), tap_sparse(self.model), capture(self.layer, as_leaf=False) as outs:
             model_logits(self.model, images)
-        acts = _single(outs, self.layer)
+        acts = _single(outs, self.layer).float()
         weights = torch.stack([random_weights(unit_seed(self.seed, u.class_id, images[u.index]), acts.shape[1])
                                for u in units]).to(acts.device, acts.dtype)
-        cams = torch.einsum("uk,ukhw->uhw", weights, acts[[u.index for u in units]])
-        return scale_cams(cams, tuple(images.shape[2:]))
+        with float32_math(acts):
+            cams = torch.einsum("uk,ukhw->uhw", weights, acts[[u.index for u in units]])
+            return scale_cams(cams, tuple(images.shape[2:]))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqi.xai.base import BaseCAM, _single, capture, frozen, scale_cams
+from vqi.xai.base import BaseCAM, _single, capture, float32_math, frozen, scale_cams
 from vqi.models.sparse_conv import tap_sparse
 from vqi.xai.targets import Unit, model_logits
 
@@ -36,14 +36,14 @@ class ScoreCAM(BaseCAM):
         size = tuple(image.shape[1:])
         scores = []
         for start in range(0, acts.shape[0], self.batch_size):
-            up = F.interpolate(acts[None, start:start + self.batch_size], size=size, mode="bilinear",
-                               align_corners=True)[0]
-            flat = up.flatten(1)
-            lo, hi = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
-            up = (up - lo) / (hi - lo + 1e-8)
+            with float32_math(acts):   # eps 1e-8 and the masked input in float32 under autocast too
+                up = F.interpolate(acts[None, start:start + self.batch_size].float(), size=size, mode="bilinear",
+                                   align_corners=True)[0]
+                flat = up.flatten(1)
+                lo, hi = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
+                up = (up - lo) / (hi - lo + 1e-8)
             logits = model_logits(self.model, image[None] * up[:, None])
-            # float32 sums even under autocast: the softmax over channels amplifies their rounding
-            with torch.autocast(logits.device.type, enabled=False):
+            with float32_math(logits):   # the softmax over channels amplifies any rounding of the sums
                 scores.append(torch.einsum("buhw,uhw->bu", logits[:, classes].float(), masks))
         return torch.cat(scores)
 
@@ -58,6 +58,7 @@ class ScoreCAM(BaseCAM):
                 masks = torch.stack([units[i].mask for i in mine]).to(images.dtype)
                 classes = [units[i].class_id for i in mine]
                 weights = torch.softmax(self._channel_scores(images[n], acts[n], classes, masks), dim=0)
-                cams = torch.einsum("ku,khw->uhw", weights, acts[n])
-                out[mine] = scale_cams(cams, tuple(images.shape[2:]))
+                with float32_math(weights):
+                    cams = torch.einsum("ku,khw->uhw", weights, acts[n].float())
+                    out[mine] = scale_cams(cams, tuple(images.shape[2:]))
         return out
