@@ -11,7 +11,8 @@ from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import (ACCEPT, ENLARGE, PENDING, REJECT, EnlargeRule, PerplexedRule,
                                    propose_enlargements, propose_perplexed)
 from vqi.augment.review import ReviewFileError, decide, read_review, write_review
-from vqi.augment.review_page import write_review_page
+from vqi.augment.review_page import sheet_tiles, write_review_page
+from vqi.augment.sheets import save_sheet
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 from vqi.data.rasterize import instance_mask
 
@@ -105,8 +106,14 @@ def test_offline_review_page_has_a_legend_and_no_absolute_path(tmp_path):
     props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
     decide(props, "accept_all", threshold=0.0)
     page = tmp_path / "review.html"
-    write_review_page(page, props, {props[0].proposal_id: "panels/a.png"}, tmp_path / "review.csv", "make it")
+    write_review_page(page, props, tmp_path / "review.csv", "make it")
+    assert page.read_text().count("(no panel)") == len(props)       # no sheet yet
+    save_sheet(tmp_path / "panels" / "a.png", sheet_tiles(np.zeros((40, 40, 3), np.uint8), mask, mask,
+                                                          {"cable": (np.ones((40, 40)), cable)}))
+    write_review_page(page, props, tmp_path / "review.csv", "make it")
     text = page.read_text()
+    assert "(no panel)" not in text and text.count("url(panels/a.png)") == 4 * len(props)
+    assert text.count('class="box"') == len(props)
     assert str(tmp_path) not in text and "<code>review.csv</code>" in text
     for words in ("ground truth | prediction | explanation | proposal", "tower_wooden", "void", "proposed pixels",
                   "linear-gradient", "policy:accept_all"):
@@ -184,8 +191,9 @@ def test_augmented_coco_leaves_the_original_dict_alone():
     assert {"id": PERPLEXED_ID, "name": "perplexed", "supercategory": "distractor"} in out["categories"]
 
 
-def test_panel_tiles_are_the_full_tiles_cropped_around_the_proposal():
-    from vqi.augment.review_page import ImageTiles, heatmap, highlight
+def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_box(tmp_path):
+    from vqi.augment.review_page import heatmap, highlight, sheet_tiles
+    from vqi.augment.sheets import cut_tiles, read_layout, save_sheet, window
     from vqi.viz.overlay import overlay
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
@@ -196,17 +204,20 @@ def test_panel_tiles_are_the_full_tiles_cropped_around_the_proposal():
     cam = rng.random((120, 200)).astype(np.float32)
     region = np.zeros((120, 200), bool)
     region[50:54, 150:190] = True
-    tiles = ImageTiles(image, truth, predicted, context=0.5, min_side=32, gap=4)
-    bbox = regions.bbox(region)
-    rows, cols = tiles.window(bbox)
+    tiles = sheet_tiles(image, truth, predicted, {"cable": (cam, region), "tower_wooden": (None, ~region)})
+    assert list(tiles) == ["ground truth", "prediction", "explanation cable", "proposals cable",
+                           "explanation tower_wooden", "proposals tower_wooden"]
+    expected = [overlay(image, truth), overlay(image, predicted), heatmap(image, cam), highlight(image, region),
+                image, highlight(image, ~region)]   # no explanation: the plain image
+    assert all(np.array_equal(tiles[n], e) for n, e in zip(tiles, expected))
+    path = tmp_path / "panels" / "a.png"
+    save_sheet(path, tiles)
+    layout = read_layout(path)
+    assert layout.names == list(tiles) and (layout.tile_width, layout.height) == (200, 120)
+    assert layout.width == 6 * 200 + 5 * 4 and layout.left("proposals cable") == 3 * 204
+    got = cut_tiles(path, ["prediction", "explanation cable"])
+    assert np.array_equal(got[0], expected[1]) and np.array_equal(got[1], expected[2])
+    assert cut_tiles(path, ["explanation tower_lattice"]) is None and read_layout(tmp_path / "none.png") is None
+    rows, cols = window(regions.bbox(region), 120, 200, context=0.5, min_side=32)
     assert (rows.start, rows.stop, cols.start, cols.stop) == (36, 68, 120, 200)  # 2x the box, shifted inside
-    panel = tiles.panel(1, cam, region, bbox)
-    width = cols.stop - cols.start
-    assert panel.shape == (32, 4 * width + 3 * 4, 3)
-    full = [overlay(image, truth), overlay(image, predicted), heatmap(image, cam), highlight(image, region)]
-    for n, tile in enumerate(full):
-        assert np.array_equal(panel[:, n * (width + 4):n * (width + 4) + width], tile[rows, cols]), n
-    assert tiles.panel(1, None, region, bbox)[:, 2 * (width + 4):3 * (width + 4) - 4].tolist() == \
-        image[rows, cols].tolist()   # no explanation: the plain image
-    big = ImageTiles(image, truth, predicted, min_side=500)
-    assert big.window([0, 0, 1, 1]) == (slice(0, 120), slice(0, 200))   # never larger than the image
+    assert window([0, 0, 1, 1], 120, 200, min_side=500) == (slice(0, 120), slice(0, 200))   # never past the image

@@ -15,6 +15,7 @@ from serve_factory import write_checkpoint, write_review_file
 
 from vqi.augment.proposals import Proposal
 from vqi.augment.review import read_review, write_review
+from vqi.augment.sheets import PREDICTION, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
 from vqi.classes import PERPLEXED
 from vqi.viz.overlay import PALETTE
 from vqi.classes import CLASS_NAMES
@@ -314,13 +315,18 @@ def test_review_panels_and_traversal(client, root, review):
     assert response.headers["X-Tiles"].split("|")[:2] == ["image", "ground truth"]
     drawn = np.asarray(Image.open(io.BytesIO(response.data)))
     assert drawn.shape == (SIZE, 3 * SIZE + 8, 3)  # image | ground truth | proposal
-    panel = root / "review" / "panels" / (review[0].replace("/", "__") + ".png")
+    proposal = next(p for p in read_review(root / "review" / "review.csv") if p.proposal_id == review[0])
+    panel = root / "review" / "panels" / sheet_name(proposal.image)
     panel.parent.mkdir(exist_ok=True)
-    stage_panel = np.zeros((SIZE, 4 * SIZE + 12, 3), np.uint8)
-    stage_panel[:, SIZE + 4:2 * SIZE + 4] = (10, 20, 30)   # the stage's prediction tile
-    stage_panel[:, 2 * SIZE + 8:3 * SIZE + 8] = (40, 50, 60)  # and its explanation tile
-    stage_panel[:, 3 * SIZE + 12:] = (0, 255, 120)  # its proposal tile: never served
-    Image.fromarray(stage_panel).save(panel)
+    Image.new("RGB", (SIZE, SIZE)).save(panel)       # a plain picture, not a sheet: not used
+    assert client.get("/api/review/panel", query_string={"id": review[0]}).headers["X-Tiles"].startswith("image|")
+
+    def solid(colour) -> np.ndarray:
+        return np.full((SIZE, SIZE, 3), colour, np.uint8)
+
+    save_sheet(panel, {TRUTH: solid(0), PREDICTION: solid((10, 20, 30)),   # the stage's prediction tile
+                       explanation_tile(proposal.class_name): solid((40, 50, 60)),   # and explanation tile
+                       proposals_tile(proposal.class_name): solid((0, 255, 120))})   # never served
     Image.new("RGB", (10, 7)).save(panel.with_name("other.png"))
     try:
         served = client.get("/api/review/panel", query_string={"id": review[0]})

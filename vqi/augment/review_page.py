@@ -1,21 +1,26 @@
 """The offline review page: one panel per proposal (ground truth | prediction | explanation |
-proposal) and a static HTML index that an expert reads beside the review CSV."""
+proposal), cut from its image's sheet (`vqi.augment.sheets`), in a static HTML index that an
+expert reads beside the review CSV."""
 from __future__ import annotations
 
 import html
-import zlib
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
 
 from vqi.augment.proposals import Proposal
-from vqi.utils.atomic import atomic_path, write_text
+from vqi.augment.sheets import (PREDICTION, TRUTH, SheetLayout, explanation_tile, proposals_tile, read_layout,
+                                sheet_name, window)
+from vqi.utils.atomic import write_text
 from vqi.viz.legend import css_swatches
 from vqi.viz.overlay import overlay
 
 PROPOSAL_COLOUR = np.array([0, 255, 120], np.float32)
+PANELS_DIR = "panels"
+"""The sheets' folder, beside the review file and its page."""
+PANEL_TILE_PX = 220
+"""A panel tile's longer side on the offline page."""
 
 
 def heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -30,57 +35,38 @@ def highlight(image: np.ndarray, region: np.ndarray, alpha: float = 0.7) -> np.n
     return out.round().astype(np.uint8)
 
 
-class ImageTiles:
-    """One image's review tiles, built once and cropped per proposal.
-
-    Ground truth and prediction overlays are the same for every proposal of the image, the
-    explanation heatmap for every proposal of a class; only the proposal highlight is drawn
-    per proposal, and only inside its crop. A panel is the proposal's bounding box widened by
-    `context` of its size on each side (at least `min_side` px where the image allows), so a
-    small proposal stays legible when the page scales it up.
-    """
-
-    def __init__(self, image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
-                 context: float = 0.5, min_side: int = 64, gap: int = 4):
-        self.image = image
-        self.shared = [overlay(image, truth), overlay(image, predicted)]
-        self.heatmaps: dict[object, np.ndarray] = {}
-        self.context, self.min_side, self.gap = context, min_side, gap
-
-    def window(self, bbox: list[int]) -> tuple[slice, slice]:
-        """Rows and columns of the crop around a COCO [x, y, w, h] box, clipped to the image."""
-        height, width = self.image.shape[:2]
-        x, y, w, h = bbox
-
-        def span(start: int, size: int, limit: int) -> slice:
-            side = min(limit, max(self.min_side, round(size * (1 + 2 * self.context))))
-            lo = min(max(0, start + size // 2 - side // 2), limit - side)
-            return slice(lo, lo + side)
-
-        return span(y, h, height), span(x, w, width)
-
-    def panel(self, key: object, cam: np.ndarray | None, region: np.ndarray, bbox: list[int]) -> np.ndarray:
-        """Four tiles side by side, cropped to the proposal: ground truth, prediction,
-        explanation (`cam` heatmap, cached under `key`; the plain image when None), proposal."""
-        if cam is not None and key not in self.heatmaps:
-            self.heatmaps[key] = heatmap(self.image, cam)
-        explanation = self.heatmaps[key] if cam is not None else self.image
-        rows, cols = self.window(bbox)
-        tiles = [t[rows, cols] for t in (*self.shared, explanation)]
-        tiles.append(highlight(self.image[rows, cols], region[rows, cols]))
-        spacer = np.full((tiles[0].shape[0], self.gap, 3), 255, np.uint8)
-        out = [tiles[0]]
-        for tile in tiles[1:]:
-            out += [spacer, tile]
-        return np.concatenate(out, axis=1)
+def sheet_tiles(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
+                per_class: dict[str, tuple[np.ndarray | None, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One image's sheet (`vqi.augment.sheets`): ground truth and prediction overlays, then per
+    class its explanation heatmap (`cam`; the plain image when None) and the union of its
+    proposals' pixels highlighted, from `per_class`: class name -> (cam, proposed pixels)."""
+    tiles = {TRUTH: overlay(image, truth), PREDICTION: overlay(image, predicted)}
+    for name, (cam, proposed) in per_class.items():
+        tiles[explanation_tile(name)] = heatmap(image, cam) if cam is not None else image
+        tiles[proposals_tile(name)] = highlight(image, proposed)
+    return tiles
 
 
-def save_png(path: Path, pixels: np.ndarray) -> None:
-    """A review panel: zlib level 1, Huffman coding only (written once, read rarely: no search for
-    repeats, which on these panels saves ~1/4 of the time for ~2% more bytes), atomic but not
-    fsynced (a derived file: `augment.force=true` draws it again, the review app its own)."""
-    with atomic_path(path, durable=False) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)
+def _panel(proposal: Proposal, layout: SheetLayout | None, src: str) -> str:
+    """The proposal's four tiles cut from its image's sheet with CSS, its box outlined on the
+    last; "(no panel)" without a sheet that holds its class."""
+    names = [TRUTH, PREDICTION, explanation_tile(proposal.class_name), proposals_tile(proposal.class_name)]
+    if layout is None or any(n not in layout.names for n in names):
+        return "(no panel)"
+    rows, cols = window(proposal.bbox, layout.height, layout.tile_width)
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    scale = PANEL_TILE_PX / max(height, width)
+    size = f"width:{width * scale:.0f}px;height:{height * scale:.0f}px"
+    tiles = []
+    for name in names:
+        left = (layout.left(name) + cols.start) * scale
+        tiles.append(f'<div class="tile" title="{html.escape(name)}" style="{size};background:url({html.escape(src)}) '
+                     f'{-left:.1f}px {-rows.start * scale:.1f}px / {layout.width * scale:.1f}px '
+                     f'{layout.height * scale:.1f}px no-repeat">')
+    x, y, w, h = proposal.bbox
+    box = (f'<div class="box" style="left:{(x - cols.start) * scale:.0f}px;top:{(y - rows.start) * scale:.0f}px;'
+           f'width:{w * scale:.0f}px;height:{h * scale:.0f}px"></div>')
+    return "".join(t + "</div>" for t in tiles[:-1]) + tiles[-1] + box + "</div>"
 
 
 def _legend() -> str:
@@ -96,14 +82,16 @@ def _legend() -> str:
             f"<b>expert</b> = a person</p>")
 
 
-def write_review_page(path: str | Path, proposals: list[Proposal], panels: dict[str, str],
-                      review_file: str | Path, apply_command: str) -> None:
-    """A static HTML page beside the review file: every proposal's panel with its id, kind, score,
-    current decision and who made it. Paths are relative (the folder can be moved or shared)."""
+def write_review_page(path: str | Path, proposals: list[Proposal], review_file: str | Path,
+                      apply_command: str) -> None:
+    """A static HTML page beside the review file: every proposal's panel (cut from the sheets in
+    `panels/` beside it) with its id, kind, score, current decision and who made it. Paths are
+    relative (the folder can be moved or shared)."""
+    panels_dir = Path(path).parent / PANELS_DIR
+    layouts = {stem: read_layout(panels_dir / sheet_name(stem)) for stem in {p.image for p in proposals}}
     rows = []
     for p in proposals:
-        panel = panels.get(p.proposal_id)
-        picture = f'<img src="{html.escape(panel)}" loading="lazy">' if panel else "(no panel)"
+        picture = _panel(p, layouts[p.image], f"{PANELS_DIR}/{sheet_name(p.image)}")
         k = "" if p.k is None else p.k
         by = f" <i>({html.escape(p.decided_by)})</i>" if p.decided_by else ""
         rows.append(
@@ -115,14 +103,16 @@ def write_review_page(path: str | Path, proposals: list[Proposal], panels: dict[
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vqi annotation review</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} td{{vertical-align:top;padding:6px;border-bottom:1px solid #ddd}}
-img{{width:min(960px,100%);image-rendering:pixelated}} tr.accept td:last-child{{background:#e6ffed}}
+.tile{{display:inline-block;position:relative;margin-right:4px;image-rendering:pixelated}}
+.box{{position:absolute;outline:2px dashed #fff;box-shadow:0 0 0 1px #000}} tr.accept td:last-child{{background:#e6ffed}}
 tr.reject td:last-child{{background:#ffeef0}} code{{font-size:90%}}
 .sw{{display:inline-block;width:12px;height:12px;border:1px solid #888;margin:0 .25em 0 .8em;vertical-align:middle}}
 .bar{{display:inline-block;width:200px;height:12px;border:1px solid #888;vertical-align:middle}}
 .legend{{line-height:1.8}}</style></head><body>
 <h1>Annotation proposals ({len(proposals)})</h1>
 <p>{counts['pending']} pending, {counts['accept']} accepted, {counts['reject']} rejected.
-Panels are cropped around the proposal.</p>
+Panels are cropped around the proposal; its box is outlined on the proposal tile (other
+proposals of the class in view are green too).</p>
 {_legend()}
 <p>To decide, edit <code>{name}</code> in this folder (or use the review page of
 <code>python -m vqi.run stage=serve</code>): set <code>decision</code> to <code>accept</code> or

@@ -2,8 +2,9 @@
 annotations, so that the proposal tile always shows the row's current k (an enlargement is
 recomputed from its annotation: the pixels it gains at k, only ever background).
 
-Tiles: ground truth | prediction | explanation | proposal when the augment stage left its panel
-(prediction and explanation need the model, so they are cut from that panel), else
+Tiles: ground truth | prediction | explanation | proposal when the augment stage left the
+image's sheet (`vqi.augment.sheets`; prediction and explanation need the model, so they are cut
+from it), else
 image | ground truth | proposal. The proposal tile shows the existing object in its class colour
 and the proposed pixels in green, the rest dimmed.
 """
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from vqi.augment import regions
+from vqi.augment.sheets import PREDICTION, cut_tiles, explanation_tile, sheet_name
 from vqi.augment.proposals import ENLARGE, Proposal
 from vqi.augment.review_page import PROPOSAL_COLOUR
 from vqi.data.rasterize import instance_mask
@@ -89,17 +91,6 @@ def proposal_tile(image: np.ndarray, mask: np.ndarray, region: np.ndarray, insta
     return out.round().astype(np.uint8)
 
 
-def _stage_tiles(panel_file: Path, height: int, width: int) -> list[np.ndarray] | None:
-    """Prediction and explanation cut from the augment stage's four-tile panel, if it is one."""
-    if not panel_file.is_file():
-        return None
-    with Image.open(panel_file) as img:
-        if img.size != (4 * width + 3 * GAP, height):
-            return None
-        pixels = np.asarray(img.convert("RGB"))
-    return [pixels[:, i * (width + GAP):i * (width + GAP) + width] for i in (1, 2)]
-
-
 def _crop(tiles: list[np.ndarray], region: np.ndarray, pad: float = 0.5, least: int = 32) -> list[np.ndarray]:
     """Every tile cut to the proposal's box, grown by `pad` of its size (at least `least` px)."""
     if not region.any():
@@ -126,8 +117,10 @@ def render(proposal: Proposal, images_dir: Path, masks_dir: Path, panels_dir: Pa
     shown_k = (proposal.k if k is None else k) if proposal.kind == ENLARGE else None
     last = f"proposal (k={shown_k}, {int(region.sum())} px)" if shown_k is not None else \
         f"proposal ({int(region.sum())} px)"
-    stage = _stage_tiles(contained(panels_dir, proposal.proposal_id.replace("/", "__") + ".png", "proposal id"),
-                         *mask.shape)
+    stage = cut_tiles(contained(panels_dir, sheet_name(proposal.image), "proposal image"),
+                      [PREDICTION, explanation_tile(proposal.class_name)])
+    if stage is not None and stage[0].shape[:2] != mask.shape:
+        stage = None   # a sheet of another image size: not this split's
     truth = overlay(picture, mask)
     drawn = proposal_tile(picture, mask, region, instance)
     if stage is not None:

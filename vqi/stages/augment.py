@@ -38,6 +38,7 @@ from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, spli
 from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_dilations,
                                    propose_enlargements, propose_perplexed)
 from vqi.augment.regions import decode
+from vqi.augment.sheets import save_sheet, sheet_name
 from vqi.augment.review import decide, read_review, write_review
 from vqi.data.coco import iter_image_annotations
 from vqi.classes import CLASS_IDS
@@ -85,10 +86,6 @@ def chosen_method(cfg: DictConfig) -> str:
     return str(json.loads(path.read_text())["method"])
 
 
-def _panel_name(proposal_id: str) -> str:
-    return proposal_id.replace("/", "__") + ".png"
-
-
 def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     """Explain the thin classes on every image of the split and collect proposals (and panels)."""
     a = cfg.augment
@@ -109,7 +106,7 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     loader = DataLoader(dataset, batch_size=int(a.batch_size), shuffle=False)
     enlarge = EnlargeRule(**a.enlarge)
     perplexed = PerplexedRule(**a.perplexed)
-    panels_dir = Path(a.review_dir) / "panels"
+    panels_dir = Path(a.review_dir) / review_page.PANELS_DIR
     proposals: list[Proposal] = []
 
     def thin_units(preds: torch.Tensor) -> list[Unit]:
@@ -127,7 +124,7 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
             img, anns = entries[stem]
             label = masks[i].numpy().astype(np.uint8)
             pred = preds[i].numpy().astype(np.uint8)
-            tiles = None
+            drawn: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
             for name in a.thin_classes:
                 cid = class_ids[name]
                 cam = cam_of.get((i, cid))
@@ -136,13 +133,15 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
                     instances = [(ann["id"], instance_mask(ann, *label.shape))
                                  for ann in anns if ann["category_id"] == cid]
                     found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
-                for p in found:
-                    if tiles is None:
-                        picture = np.array(Image.open(processed / "images" / img["file_name"]).convert("RGB"))
-                        tiles = review_page.ImageTiles(picture, label, pred)
-                    panel = tiles.panel(cid, cam, decode(p.region, *label.shape), p.bbox)
-                    review_page.save_png(panels_dir / _panel_name(p.proposal_id), panel)
+                if found:
+                    proposed = np.zeros(label.shape, bool)
+                    for p in found:
+                        proposed |= decode(p.region, *label.shape)
+                    drawn[name] = (cam, proposed)
                 proposals += found
+            if drawn:   # one sheet per image; every proposal's panel is cut from it
+                picture = np.array(Image.open(processed / "images" / img["file_name"]).convert("RGB"))
+                save_sheet(panels_dir / sheet_name(stem), review_page.sheet_tiles(picture, label, pred, drawn))
     return proposals
 
 
@@ -300,11 +299,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         decide_all(cfg, proposals)
         write_review(review_file, proposals)
         write_json(review_file.with_suffix(".source.json"), source)
-    panels = {p.proposal_id: f"panels/{_panel_name(p.proposal_id)}" for p in proposals
-              if (review_file.parent / "panels" / _panel_name(p.proposal_id)).is_file()}
     page = review_file.with_suffix(".html")
-    review_page.write_review_page(page, proposals, panels, review_file,
-                                  "python -m vqi.run stage=augment")
+    review_page.write_review_page(page, proposals, review_file, "python -m vqi.run stage=augment")
     summary = apply(cfg, proposals)
     if summary.pending:
         log.warning("%d proposal(s) await the expert's decision in %s (see %s); they are not applied",
