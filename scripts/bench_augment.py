@@ -16,7 +16,8 @@ train images and its cable bias shifted so that about a third of the pixels are 
   label-quality scores.
 
 Each stage runs --repeats times, alternating, and the fastest run counts. Prints both, the ratio
-augment / explain (goal <= 2), augment / explain's wall clock, proposals and panel size per image.
+augment / explain (goal <= 2), augment / explain's wall clock, proposals per image and the review
+sheets' kilobytes per image.
 """
 from __future__ import annotations
 
@@ -107,8 +108,8 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> None:
         runs["augment"].append((time.perf_counter() - t0) / images)
     explain_s, explain_wall, augment_s = (min(runs[k]) for k in ("explain", "explain_wall", "augment"))
     cfg = augment_cfg
-    panels = list((Path(cfg.augment.review_dir) / "panels").glob("*.png"))
-    panel_kb = sum(p.stat().st_size for p in panels) / max(1, len(panels)) / 1024
+    sheets = list((Path(cfg.augment.review_dir) / "panels").glob("*.png"))
+    panel_kb = sum(p.stat().st_size for p in sheets) / images / 1024
     print(f"{size:>5} {images:>6} {share:>6.2f} {metrics['proposals'] / images:>9.1f} {panel_kb:>9.1f} "
           f"{explain_s:>10.3f} {explain_wall:>10.3f} {augment_s:>10.3f} {augment_s / explain_s:>7.2f}x "
           f"{augment_s / explain_wall:>9.2f}x", flush=True)
@@ -130,7 +131,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"{args.arch} (random weights, cable bias shifted), {args.method}, batch {args.batch}, "
           f"cpu, {torch.get_num_threads()} threads")
-    print(f"{'size':>5} {'images':>6} {'cable':>6} {'props/img':>9} {'panel KB':>9} "
+    print(f"{'size':>5} {'images':>6} {'cable':>6} {'props/img':>9} {'KB/img':>9} "
           f"{'explain s':>10} {'expl wall':>10} {'augment s':>10} {'ratio':>8} {'wall/wall':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)

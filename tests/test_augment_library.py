@@ -221,3 +221,16 @@ def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_
     rows, cols = window(regions.bbox(region), 120, 200, context=0.5, min_side=32)
     assert (rows.start, rows.stop, cols.start, cols.stop) == (36, 68, 120, 200)  # 2x the box, shifted inside
     assert window([0, 0, 1, 1], 120, 200, min_side=500) == (slice(0, 120), slice(0, 200))   # never past the image
+
+
+def test_a_perplexed_proposal_is_drawn_with_its_source_class_explanation(tmp_path):
+    from vqi.augment.proposals import explained_class
+    mask, cable, _ = scene()
+    predicted = np.zeros((40, 40), bool)
+    predicted[30:34, 2:30] = True                      # far from every labelled object
+    found = propose_perplexed("a", mask, predicted, None, "cable", PerplexedRule(min_area=4, margin=1))
+    assert found and all(p.class_name == "perplexed" and explained_class(p) == "cable" for p in found)
+    save_sheet(tmp_path / "panels" / "a.png", sheet_tiles(np.zeros((40, 40, 3), np.uint8), mask, mask,
+                                                          {"cable": (None, predicted)}))
+    write_review_page(tmp_path / "review.html", found, tmp_path / "review.csv", "make it")
+    assert "(no panel)" not in (tmp_path / "review.html").read_text()

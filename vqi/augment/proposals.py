@@ -102,6 +102,14 @@ def propose_dilations(
     return out
 
 
+def explained_class(proposal: Proposal) -> str:
+    """The thin class whose explanation gave the proposal: an enlargement's own class, or the
+    source class that a perplexed proposal's id names (`<image>/perplexed-<class>/<n>`)."""
+    if proposal.kind == PERPLEXED:
+        return proposal.proposal_id.split("/")[-2].removeprefix("perplexed-")
+    return proposal.class_name
+
+
 def propose_perplexed(
     stem: str,
     label_mask: np.ndarray,

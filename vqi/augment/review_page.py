@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
-from vqi.augment.proposals import Proposal
+from vqi.augment.proposals import Proposal, explained_class
 from vqi.augment.sheets import (PREDICTION, TRUTH, SheetLayout, explanation_tile, proposals_tile, read_layout,
                                 sheet_name, window)
 from vqi.utils.atomic import write_text
@@ -19,7 +19,7 @@ from vqi.viz.overlay import overlay
 PROPOSAL_COLOUR = np.array([0, 255, 120], np.float32)
 PANELS_DIR = "panels"
 """The sheets' folder, beside the review file and its page."""
-PANEL_TILE_PX = 220
+PANEL_TILE_PX = 200
 """A panel tile's longer side on the offline page."""
 
 
@@ -50,7 +50,8 @@ def sheet_tiles(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
 def _panel(proposal: Proposal, layout: SheetLayout | None, src: str) -> str:
     """The proposal's four tiles cut from its image's sheet with CSS, its box outlined on the
     last; "(no panel)" without a sheet that holds its class."""
-    names = [TRUTH, PREDICTION, explanation_tile(proposal.class_name), proposals_tile(proposal.class_name)]
+    source = explained_class(proposal)
+    names = [TRUTH, PREDICTION, explanation_tile(source), proposals_tile(source)]
     if layout is None or any(n not in layout.names for n in names):
         return "(no panel)"
     rows, cols = window(proposal.bbox, layout.height, layout.tile_width)
@@ -103,7 +104,7 @@ def write_review_page(path: str | Path, proposals: list[Proposal], review_file: 
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vqi annotation review</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} td{{vertical-align:top;padding:6px;border-bottom:1px solid #ddd}}
-.tile{{display:inline-block;position:relative;margin-right:4px;image-rendering:pixelated}}
+td:first-child{{white-space:nowrap}} .tile{{display:inline-block;position:relative;margin-right:4px;image-rendering:pixelated}}
 .box{{position:absolute;outline:2px dashed #fff;box-shadow:0 0 0 1px #000}} tr.accept td:last-child{{background:#e6ffed}}
 tr.reject td:last-child{{background:#ffeef0}} code{{font-size:90%}}
 .sw{{display:inline-block;width:12px;height:12px;border:1px solid #888;margin:0 .25em 0 .8em;vertical-align:middle}}
