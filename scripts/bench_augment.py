@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -103,6 +104,7 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> None:
         runs["explain_wall"].append((time.perf_counter() - t0) / images)
         meta = json.loads((Path(explain_cfg.xai.maps_dir) / args.method / "explain.json").read_text())
         runs["explain"].append(statistics.fmean(m["seconds"] for m in meta["images"].values()))
+        shutil.rmtree(Path(augment_cfg.augment.review_dir) / "panels", ignore_errors=True)   # its own sheets only
         t0 = time.perf_counter()
         metrics = in_run(augment_cfg, augment)
         runs["augment"].append((time.perf_counter() - t0) / images)

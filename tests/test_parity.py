@@ -6,6 +6,7 @@ import torch
 
 from vqi.engine.parity import amp_parity, map_parity
 from vqi.engine.precision import Precision, amp_dtype
+from vqi.engine.prediction import predicted_classes
 from vqi.engine.train_loop import predict, set_bn_momentum
 from vqi.models.factory import build_model
 from vqi.xai.gradcam import GradCAM
@@ -64,3 +65,11 @@ def test_float16_maps_stay_within_the_stated_tolerance(method):
     assert units
     parity = map_parity(method(model, "backbone.15"), images, units, torch.float16)
     assert 0 < parity["mean_map_diff"] <= 0.03 and parity["max_map_diff"] <= 0.5, parity
+
+
+def test_predicted_classes_are_argmax_ties_and_nan_included():
+    torch.manual_seed(0)
+    logits = torch.randint(0, 3, (3, 5, 17, 9)).float()   # many ties: the first class wins in both
+    logits[0, 3, 0, 0] = float("nan")
+    for tensor in (logits, logits.half(), logits.permute(0, 1, 3, 2)):
+        assert torch.equal(predicted_classes(tensor), tensor.argmax(1))

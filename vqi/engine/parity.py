@@ -14,6 +14,7 @@ from torch import nn
 
 from vqi.xai.base import BaseCAM
 from vqi.xai.targets import Unit, model_logits
+from vqi.engine.prediction import predicted_classes
 
 
 @torch.no_grad()
@@ -23,7 +24,7 @@ def amp_parity(model: nn.Module, images: torch.Tensor, dtype: torch.dtype) -> di
     ref = model_logits(model, images).float()
     with torch.autocast(images.device.type, dtype=dtype):
         low = model_logits(model, images).float()
-    ref_pred, low_pred = ref.argmax(1), low.argmax(1)
+    ref_pred, low_pred = predicted_classes(ref), predicted_classes(low)
     ious = []
     for c in range(ref.shape[1]):
         a, b = ref_pred == c, low_pred == c

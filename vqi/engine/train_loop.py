@@ -20,6 +20,7 @@ from vqi.engine.confusion import ConfusionMatrix
 from vqi.engine.distributed import all_reduce_sum
 from vqi.engine.precision import Precision, autocast, to_device
 from vqi.models.sparse_conv import tap_sparse as sparse_taps
+from vqi.engine.prediction import predicted_classes
 
 
 POSTFIX_EVERY = 10
@@ -95,7 +96,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device,
     """Class index per pixel `(N, H, W)` (argmax of the `out` logits), on `device`."""
     with precision.context(device):
         logits = model(precision.inputs(images, device))["out"]
-    return logits.argmax(1)
+    return predicted_classes(logits)
 
 
 @torch.no_grad()

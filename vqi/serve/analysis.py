@@ -34,6 +34,7 @@ from vqi.serve.timing import Stopwatch
 from vqi.viz.overlay import PALETTE, UNKNOWN_COLOUR, overlay
 from vqi.xai.base import BaseCAM
 from vqi.xai.targets import SKIP_NOT_IN_GT, Unit, model_logits, select_units
+from vqi.engine.prediction import predicted_classes
 
 CamFactory = Callable[[torch.nn.Module, str], BaseCAM]
 COLORMAP = "jet"
@@ -151,7 +152,7 @@ def analyze(loaded: LoadedModel, rgb: np.ndarray, method: str, cam_factory: CamF
         x = loaded.precision.inputs(eval_transform(size)(image=rgb)["image"][None], device)
     with clock.part("predict"), torch.no_grad(), loaded.precision.context(device):
         logits = model_logits(loaded.model, x).float()
-        pred = logits.argmax(1)[0]
+        pred = predicted_classes(logits)[0]
         _sync(device)
 
     with clock.part("explain"):
@@ -181,8 +182,8 @@ def analyze(loaded: LoadedModel, rgb: np.ndarray, method: str, cam_factory: CamF
 
     height, width = display_size(*rgb.shape[:2], display_max_side)
     with clock.part("upsample"), torch.no_grad():
-        display_pred = F.interpolate(logits, size=(height, width), mode="bilinear",
-                                     align_corners=False).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        display_pred = predicted_classes(F.interpolate(logits, size=(height, width), mode="bilinear",
+                                                       align_corners=False))[0].to(torch.uint8).cpu().numpy()
         display_maps = (F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
                         .clamp(0, 1).cpu().numpy() if units else [])
         pred_np = pred.cpu().numpy().astype(np.uint8)

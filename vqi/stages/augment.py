@@ -47,6 +47,7 @@ from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
 from vqi.engine.precision import Precision
+from vqi.reporting.figures import to_rgb
 from vqi.metrics.label_quality import LabelIoU, ProposalQuality
 from vqi.models.checkpoint import load_model
 from vqi.config import with_xai_method
@@ -140,7 +141,7 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
                     drawn[name] = (cam, proposed)
                 proposals += found
             if drawn:   # one sheet per image; every proposal's panel is cut from it
-                picture = np.array(Image.open(processed / "images" / img["file_name"]).convert("RGB"))
+                picture = to_rgb(images[i])   # the model's input, as the masks: no second decode
                 save_sheet(panels_dir / sheet_name(stem), review_page.sheet_tiles(picture, label, pred, drawn))
     return proposals
 

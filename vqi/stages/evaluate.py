@@ -41,6 +41,7 @@ from vqi.utils.atomic import write_json
 from vqi.utils.device import resolve_device
 from vqi.xai.maps import META, file_hash, load_maps, read_meta
 from vqi.xai.targets import model_logits, select_units
+from vqi.engine.prediction import predicted_classes
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         image, gt, _ = dataset[index[stem]]
         image, gt = image.to(device), gt.to(device)
         with torch.no_grad(), precision.context(device):
-            pred = model_logits(model, image[None]).argmax(1)[0]
+            pred = predicted_classes(model_logits(model, image[None]))[0]
         units, _ = select_units(gt, pred, xc.target, FOREGROUND_IDS)
         maps = load_maps(method_dir / f"{stem}.npz")
         explained = [names[c] for c, _ in units]

@@ -33,6 +33,7 @@ from vqi.xai.base import BaseCAM
 from vqi.xai.library import LibraryCAM
 from vqi.xai.maps import file_hash, save_maps, write_meta
 from vqi.xai.targets import Unit, model_logits, select_units
+from vqi.engine.prediction import predicted_classes
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         images = precision.inputs(torch.stack([it[0] for it in items]), device)
         gts = torch.stack([it[1] for it in items]).to(device)
         with torch.no_grad(), precision.context(device):
-            preds = model_logits(model, images).argmax(1)  # also warms the model before the clock
+            preds = predicted_classes(model_logits(model, images))  # also warms the model before the clock
         units, skipped = [], []
         for n in range(len(items)):
             found, skip = select_units(gts[n], preds[n], xc.target)

@@ -40,6 +40,7 @@ from vqi.utils.seed import seed_everything
 from vqi.xai.base import GradientCAM, gradient_maps
 from vqi.xai.maps import file_hash
 from vqi.xai.targets import Unit, model_logits, select_units
+from vqi.engine.prediction import predicted_classes
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _batches(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> l
         items = [dataset[i] for i in range(start, min(count, start + int(sc.batch_size)))]
         images = torch.stack([it[0] for it in items]).to(device)
         with torch.no_grad():
-            preds = model_logits(model, images).argmax(1)
+            preds = predicted_classes(model_logits(model, images))
         units = [Unit(n, c, mask) for n, it in enumerate(items)
                  for c, mask in select_units(it[1].to(device), preds[n], cfg.xai.target)[0]]
         if units:

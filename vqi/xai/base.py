@@ -20,6 +20,7 @@ from torch import nn
 
 from vqi.models.sparse_conv import tap_sparse
 from vqi.xai.targets import Unit, model_logits, target_scores
+from vqi.engine.prediction import predicted_classes
 
 EPS = 1e-7
 """pytorch-grad-cam's `scale_cam_image` epsilon."""
@@ -127,7 +128,7 @@ class BaseCAM:
         already gives the logits (the gradient methods) reuses it instead of running two.
         """
         with torch.no_grad():
-            preds = model_logits(self.model, images).argmax(1)
+            preds = predicted_classes(model_logits(self.model, images))
         units = list(choose(preds))
         return preds, units, self(images, units)
 
@@ -179,7 +180,7 @@ class GradientCAM(BaseCAM):
                             ) -> tuple[torch.Tensor, list[Unit], torch.Tensor]:
         """The prediction comes from the explanation's own forward pass: one forward, not two."""
         forward = self.forward(images)
-        preds = forward[0].detach().argmax(1)
+        preds = predicted_classes(forward[0].detach())
         units = list(choose(preds))
         return preds, units, self(images, units, forward=forward)
 
