@@ -52,6 +52,7 @@ from vqi.metrics.label_quality import LabelIoU, ProposalQuality
 from vqi.models.checkpoint import load_model
 from vqi.config import with_xai_method
 from vqi.stages.explain import build_cam
+from vqi.utils.background import BackgroundWorker
 from vqi.utils.atomic import atomic_path, write_bytes_if_changed, write_json
 from vqi.utils.device import resolve_device
 from vqi.xai.maps import file_hash
@@ -87,6 +88,12 @@ def chosen_method(cfg: DictConfig) -> str:
     return str(json.loads(path.read_text())["method"])
 
 
+def _draw_sheet(path: Path, image: torch.Tensor, label: np.ndarray, pred: np.ndarray,
+                drawn: dict[str, tuple[np.ndarray | None, np.ndarray]]) -> None:
+    """One image's review sheet, from the model's input (as the masks: no second decode)."""
+    save_sheet(path, review_page.sheet_tiles(to_rgb(image), label, pred, drawn))
+
+
 def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     """Explain the thin classes on every image of the split and collect proposals (and panels)."""
     a = cfg.augment
@@ -115,34 +122,34 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
         return [Unit(i, class_ids[c], preds[i] == class_ids[c])
                 for i in range(preds.shape[0]) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
 
-    for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
-        images = precision.inputs(images, device)
-        with precision.context(device):
-            preds, units, cams = method.predict_and_explain(images, thin_units)
-        preds, cams = preds.cpu(), cams.detach().float().cpu().numpy()
-        cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
-        for i, stem in enumerate(stems):
-            img, anns = entries[stem]
-            label = masks[i].numpy().astype(np.uint8)
-            pred = preds[i].numpy().astype(np.uint8)
-            drawn: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
-            for name in a.thin_classes:
-                cid = class_ids[name]
-                cam = cam_of.get((i, cid))
-                found = propose_perplexed(stem, label, pred == cid, cam, name, perplexed)
-                if cam is not None:
-                    instances = [(ann["id"], instance_mask(ann, *label.shape))
-                                 for ann in anns if ann["category_id"] == cid]
-                    found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
-                if found:
-                    proposed = np.zeros(label.shape, bool)
-                    for p in found:
-                        proposed |= decode(p.region, *label.shape)
-                    drawn[name] = (cam, proposed)
-                proposals += found
-            if drawn:   # one sheet per image; every proposal's panel is cut from it
-                picture = to_rgb(images[i])   # the model's input, as the masks: no second decode
-                save_sheet(panels_dir / sheet_name(stem), review_page.sheet_tiles(picture, label, pred, drawn))
+    with BackgroundWorker() as sheets:
+        for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
+            images = precision.inputs(images, device)
+            with precision.context(device):
+                preds, units, cams = method.predict_and_explain(images, thin_units)
+            preds, cams = preds.cpu(), cams.detach().float().cpu().numpy()
+            cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
+            for i, stem in enumerate(stems):
+                img, anns = entries[stem]
+                label = masks[i].numpy().astype(np.uint8)
+                pred = preds[i].numpy().astype(np.uint8)
+                drawn: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+                for name in a.thin_classes:
+                    cid = class_ids[name]
+                    cam = cam_of.get((i, cid))
+                    found = propose_perplexed(stem, label, pred == cid, cam, name, perplexed)
+                    if cam is not None:
+                        instances = [(ann["id"], instance_mask(ann, *label.shape))
+                                     for ann in anns if ann["category_id"] == cid]
+                        found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
+                    if found:
+                        proposed = np.zeros(label.shape, bool)
+                        for p in found:
+                            proposed |= decode(p.region, *label.shape)
+                        drawn[name] = (cam, proposed)
+                    proposals += found
+                if drawn:   # one sheet per image, drawn beside the next batch's passes
+                    sheets.submit(_draw_sheet, panels_dir / sheet_name(stem), images[i].cpu(), label, pred, drawn)
     return proposals
 
 
