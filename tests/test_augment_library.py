@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 
+import cv2
 import numpy as np
 import pytest
 
@@ -234,3 +235,24 @@ def test_a_perplexed_proposal_is_drawn_with_its_source_class_explanation(tmp_pat
                                                           {"cable": (None, predicted)}))
     write_review_page(tmp_path / "review.html", found, tmp_path / "review.csv", "make it")
     assert "(no panel)" not in (tmp_path / "review.html").read_text()
+
+
+def test_components_boxes_scores_and_union_match_their_full_image_definitions():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(5, 90, 2))
+        seeds = (rng.random((height, width)) > 0.97).astype(np.uint8)
+        region = cv2.dilate(seeds, np.ones((3, 3), np.uint8)).astype(bool)
+        cam = rng.random((height, width)).astype(np.float32)
+        count, labels = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
+        expected = [labels == i for i in range(1, count) if (labels == i).sum() >= 4]
+        parts = regions.components(region, 4)
+        assert len(parts) == len(expected)
+        for want, part in zip(expected, parts):
+            ys, xs = np.nonzero(want)
+            assert np.array_equal(part.mask, want) and part.area == int(want.sum())
+            assert part.bbox == regions.bbox(want) == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+            assert float(part.values(cam).mean()) == float(cam[want].mean())   # same values, same order
+        if expected:
+            assert np.array_equal(regions.union([regions.encode(m) for m in expected], height, width),
+                                  np.logical_or.reduce(expected))

@@ -129,11 +129,11 @@ def propose_perplexed(
     labelled = (label_mask != BACKGROUND) & (label_mask != IGNORE_INDEX)
     allowed = (label_mask == BACKGROUND) & ~regions.dilate(labelled, rule.margin)
     out = []
-    for index, region in enumerate(regions.components(suspicious & allowed, rule.min_area)):
-        score = float(cam[region].mean()) if cam is not None else 0.0
+    for index, part in enumerate(regions.components(suspicious & allowed, rule.min_area)):
+        score = float(part.values(cam).mean()) if cam is not None else 0.0
         out.append(Proposal(
             proposal_id=f"{stem}/perplexed-{source_class}/{index}", image=stem, kind=PERPLEXED,
-            class_name=PERPLEXED, score=round(score, 4), region=regions.encode(region),
-            bbox=regions.bbox(region), area=int(region.sum()),
+            class_name=PERPLEXED, score=round(score, 4), region=regions.encode(part.mask),
+            bbox=part.bbox, area=part.area,
         ))
     return out

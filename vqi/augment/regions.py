@@ -1,6 +1,8 @@
 """Pixel regions: dilation rings, connected components and their compact RLE form."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -16,10 +18,16 @@ def decode(counts: str, height: int, width: int) -> np.ndarray:
     return mask_utils.decode({"size": [height, width], "counts": counts.encode("ascii")}).astype(bool)
 
 
+def union(counts: list[str], height: int, width: int) -> np.ndarray:
+    """The union of several regions' RLE counts, merged as RLE and decoded once."""
+    rles = [{"size": [height, width], "counts": c.encode("ascii")} for c in counts]
+    return mask_utils.decode(mask_utils.merge(rles, intersect=False)).astype(bool)
+
+
 def bbox(region: np.ndarray) -> list[int]:
-    """[x, y, w, h] of a non-empty region (COCO order)."""
-    ys, xs = np.nonzero(region)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    """[x, y, w, h] of a non-empty region (COCO order), from its occupied rows and columns."""
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
 def dilate(region: np.ndarray, k: int) -> np.ndarray:
@@ -35,10 +43,33 @@ def enlargement(instance: np.ndarray, label_mask: np.ndarray, k: int, background
     return dilate(instance, k) & ~instance & (label_mask == background)
 
 
-def components(region: np.ndarray, min_area: int) -> list[np.ndarray]:
-    """The 8-connected components of a region with at least `min_area` pixels."""
+@dataclass(frozen=True)
+class Component:
+    """One connected component: its H x W mask, COCO [x, y, w, h] box and pixel count."""
+
+    mask: np.ndarray
+    bbox: list[int]
+    area: int
+
+    def values(self, image: np.ndarray) -> np.ndarray:
+        """`image[mask]` (the same values in the same order), read inside the box only."""
+        x, y, w, h = self.bbox
+        return image[y:y + h, x:x + w][self.mask[y:y + h, x:x + w]]
+
+
+def components(region: np.ndarray, min_area: int) -> list[Component]:
+    """The 8-connected components of a region with at least `min_area` pixels; each mask is
+    drawn inside its box only (a full-image comparison per component grows with image size x
+    component count)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-    return [labels == i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    out = []
+    for i in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[i, :5])   # left, top, width, height, area
+        if area >= min_area:
+            mask = np.zeros(region.shape, bool)
+            mask[y:y + h, x:x + w] = labels[y:y + h, x:x + w] == i
+            out.append(Component(mask, [x, y, w, h], area))
+    return out
 
 
 def rle_segmentation(region: np.ndarray) -> dict:

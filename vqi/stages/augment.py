@@ -37,7 +37,7 @@ from vqi.augment import oracle, review_page
 from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_dilations,
                                    propose_enlargements, propose_perplexed)
-from vqi.augment.regions import decode
+from vqi.augment.regions import decode, union
 from vqi.augment.sheets import save_sheet, sheet_name
 from vqi.augment.review import decide, read_review, write_review
 from vqi.data.coco import iter_image_annotations
@@ -143,10 +143,7 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
                                      for ann in anns if ann["category_id"] == cid]
                         found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
                     if found:
-                        proposed = np.zeros(label.shape, bool)
-                        for p in found:
-                            proposed |= decode(p.region, *label.shape)
-                        drawn[name] = (cam, proposed)
+                        drawn[name] = (cam, union([p.region for p in found], *label.shape))
                     proposals += found
                 if drawn:   # one sheet per image, drawn beside the next batch's passes
                     sheets.submit(_draw_sheet, panels_dir / sheet_name(stem), images[i].cpu(), label, pred, drawn)
