@@ -10,7 +10,9 @@ from pycocotools import mask as mask_utils
 
 def encode(region: np.ndarray) -> str:
     """A boolean H×W region as COCO compressed RLE counts (a short printable string)."""
-    rle = mask_utils.encode(np.asfortranarray(region.astype(np.uint8)))
+    if region.dtype == bool:
+        region = region.view(np.uint8)   # no copy; neither below for a column-major region
+    rle = mask_utils.encode(np.asfortranarray(region, dtype=np.uint8))
     return rle["counts"].decode("ascii")
 
 
@@ -66,7 +68,7 @@ def components(region: np.ndarray, min_area: int) -> list[Component]:
     for i in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[i, :5])   # left, top, width, height, area
         if area >= min_area:
-            mask = np.zeros(region.shape, bool)
+            mask = np.zeros(region.shape, bool, order="F")   # column-major: `encode` copies nothing
             mask[y:y + h, x:x + w] = labels[y:y + h, x:x + w] == i
             out.append(Component(mask, [x, y, w, h], area))
     return out

@@ -77,7 +77,7 @@ def read_layout(path: Path) -> SheetLayout | None:
     if not path.is_file():
         return None
     with Image.open(path) as img:
-        names = getattr(img, "text", {}).get(TILES_KEY)
+        names = img.info.get(TILES_KEY)   # a text chunk before the pixels: read without decoding them
         size = img.size
     if not names:
         return None
