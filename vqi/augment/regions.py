@@ -47,16 +47,19 @@ def enlargement(instance: np.ndarray, label_mask: np.ndarray, k: int, background
 
 @dataclass(frozen=True)
 class Component:
-    """One connected component: its H x W mask, COCO [x, y, w, h] box and pixel count."""
+    """One connected component: its H x W mask, COCO [x, y, w, h] box, pixel count and the mask
+    inside its box."""
 
     mask: np.ndarray
     bbox: list[int]
     area: int
+    inside: np.ndarray
+    """The mask inside the box only (h x w, row-major)."""
 
     def values(self, image: np.ndarray) -> np.ndarray:
         """`image[mask]` (the same values in the same order), read inside the box only."""
         x, y, w, h = self.bbox
-        return image[y:y + h, x:x + w][self.mask[y:y + h, x:x + w]]
+        return image[y:y + h, x:x + w][self.inside]
 
 
 def components(region: np.ndarray, min_area: int) -> list[Component]:
@@ -68,9 +71,10 @@ def components(region: np.ndarray, min_area: int) -> list[Component]:
     for i in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[i, :5])   # left, top, width, height, area
         if area >= min_area:
+            inside = labels[y:y + h, x:x + w] == i
             mask = np.zeros(region.shape, bool, order="F")   # column-major: `encode` copies nothing
-            mask[y:y + h, x:x + w] = labels[y:y + h, x:x + w] == i
-            out.append(Component(mask, [x, y, w, h], area))
+            mask[y:y + h, x:x + w] = inside
+            out.append(Component(mask, [x, y, w, h], area, inside))
     return out
 
 
