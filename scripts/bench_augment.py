@@ -82,7 +82,7 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> None:
     root = work / f"s{size}"
     base = [f"paths.output_dir={root}/outputs", f"paths.data_dir={root}/data", "data=synthetic",
             f"data.generator.num_images={args.images}", f"data.generator.size={size}",
-            f"data.image_size={size}", f"model={args.arch}", "device=cpu", f"seed={args.seed}"]
+            f"data.image_size={size}", f"model={args.arch}", f"device={args.device}", f"seed={args.seed}"]
     cfg = compose_config(base + ["stage=prepare"])
     if not (Path(cfg.data.processed_dir) / "annotations" / "train.json").is_file():
         in_run(cfg, prepare)
@@ -126,13 +126,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4, help="images per forward pass, both stages")
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each stage; the fastest counts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the stages' `device`)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", default=None, help="data and outputs (default: a temporary folder)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.arch} (random weights, cable bias shifted), {args.method}, batch {args.batch}, "
-          f"cpu, {torch.get_num_threads()} threads")
+          f"{args.device}, {torch.get_num_threads()} threads")
     print(f"{'size':>5} {'images':>6} {'cable':>6} {'props/img':>9} {'KB/img':>9} "
           f"{'explain s':>10} {'expl wall':>10} {'augment s':>10} {'ratio':>8} {'wall/wall':>10}")
     with tempfile.TemporaryDirectory() as tmp:
