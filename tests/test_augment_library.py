@@ -9,7 +9,7 @@ import pytest
 
 from vqi.augment import regions
 from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
-from vqi.augment.proposals import (ACCEPT, ENLARGE, PENDING, REJECT, EnlargeRule, PerplexedRule,
+from vqi.augment.proposals import (ACCEPT, PENDING, REJECT, EnlargeRule, PerplexedRule,
                                    propose_enlargements, propose_perplexed)
 from vqi.augment.review import ReviewFileError, decide, read_review, write_review
 from vqi.augment.review_page import sheet_tiles, write_review_page

@@ -37,7 +37,7 @@ from vqi.augment import oracle, review_page
 from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_dilations,
                                    propose_enlargements, propose_perplexed)
-from vqi.augment.regions import decode, union
+from vqi.augment.regions import union
 from vqi.augment.sheets import save_sheet, sheet_name
 from vqi.augment.review import decide, read_review, write_review
 from vqi.data.coco import iter_image_annotations
