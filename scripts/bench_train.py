@@ -6,7 +6,7 @@
 Ours: `vqi.engine.train_loop.train_one_epoch` (Dice loss, AMP + channels_last on CUDA) and
 `evaluate` (argmax + confusion matrix). Reference: the same torchvision model in a plain loop
 written as torchvision's references/segmentation does, at the same precision and memory format
-as ours: `model(x)["out"]` + cross entropy + backward + SGD step, and a no-grad forward + argmax;
+as ours: `model(x)["out"]` + cross entropy (`--ref-loss dice`: our Dice loss) + backward + SGD step, and a no-grad forward + argmax;
 on CUDA both under float16 autocast (GradScaler for training) with the model and inputs in
 channels_last, on the CPU float32 (where ours is float32 too). On CUDA a third inference row
 compares our mixed-precision `evaluate` with the plain float32 forward (goal >= 2).
@@ -88,7 +88,9 @@ def measure(kind: str, args: argparse.Namespace) -> tuple[float, float]:
             model.train()
             for x, y, _ in chunk:
                 with torch.autocast(device.type, torch.float16, enabled=mixed):
-                    loss = F.cross_entropy(model(ref_input(x))["out"], y.to(device), ignore_index=255)
+                    out = model(ref_input(x))["out"]
+                    y = y.to(device)
+                    loss = DiceLoss()(out, y) if args.ref_loss == "dice" else F.cross_entropy(out, y, ignore_index=255)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -119,11 +121,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each kind, alternating; the fastest counts")
     parser.add_argument("--compile", action="store_true", help="also ours under torch.compile (train.compile)")
+    parser.add_argument("--ref-loss", choices=["ce", "dice"], default="ce",
+                        help="the reference's loss: ce as torchvision's references (default), or dice, ours, "
+                             "to compare the loops alone")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     precision = "float16 autocast + channels_last" if args.device.startswith("cuda") else "float32"
     print(f"{args.arch} {args.size}x{args.size} batch {args.batch} on {args.device} ({precision}, ours and "
-          f"the reference), {args.steps} timed batches after {args.warmup} warm-up")
+          f"the reference), {args.steps} timed batches after {args.warmup} warm-up; training loss: ours dice, "
+          f"the reference {args.ref_loss}")
     print(f"{'':>7} {'ours img/s':>11} {'ref img/s':>10} {'ratio':>6} {'ours MB':>9} {'ref MB':>9} {'ratio':>6}")
     rows = [("train", "ref_train", "ours_train"), ("infer", "ref_infer", "ours_infer")]
     if args.device.startswith("cuda"):
