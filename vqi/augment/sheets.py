@@ -39,20 +39,24 @@ def sheet_name(image_stem: str) -> str:
     return f"{image_stem}.png"
 
 
+def side_by_side(tiles: list[np.ndarray]) -> np.ndarray:
+    """Tiles of one height (H x W_i x 3) in a row, `GAP` white pixels between two."""
+    spacer = np.full((tiles[0].shape[0], GAP, 3), 255, np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [spacer, tile]
+    return np.concatenate(row, axis=1)
+
+
 def save_sheet(path: Path, tiles: dict[str, np.ndarray]) -> None:
     """Tiles (same H x W x 3 each) side by side, their names in the text chunk. zlib level 1,
     Huffman coding only (written once, read rarely); atomic but not fsynced (a derived file:
     `augment.force=true` draws it again)."""
-    pixels = list(tiles.values())
-    spacer = np.full((pixels[0].shape[0], GAP, 3), 255, np.uint8)
-    row = [pixels[0]]
-    for tile in pixels[1:]:
-        row += [spacer, tile]
     info = PngInfo()
     info.add_text(TILES_KEY, json.dumps(list(tiles)))
     with atomic_path(path, durable=False) as tmp:
-        Image.fromarray(np.concatenate(row, axis=1)).save(tmp, format="PNG", pnginfo=info, compress_level=1,
-                                                           compress_type=zlib.Z_HUFFMAN_ONLY)
+        Image.fromarray(side_by_side(list(tiles.values()))).save(tmp, format="PNG", pnginfo=info, compress_level=1,
+                                                                  compress_type=zlib.Z_HUFFMAN_ONLY)
 
 
 @dataclass(frozen=True)
@@ -71,25 +75,28 @@ class SheetLayout:
         return self.names.index(name) * (self.tile_width + GAP)
 
 
+def _layout(img: Image.Image) -> SheetLayout | None:
+    names = img.info.get(TILES_KEY)   # a text chunk before the pixels: read without decoding them
+    return SheetLayout(json.loads(names), *img.size) if names else None
+
+
 def read_layout(path: Path) -> SheetLayout | None:
     """The sheet's tile names and size, from its header (no pixels decoded); None when `path` is
     not a sheet (absent, or a PNG without the text chunk)."""
     if not path.is_file():
         return None
     with Image.open(path) as img:
-        names = img.info.get(TILES_KEY)   # a text chunk before the pixels: read without decoding them
-        size = img.size
-    if not names:
-        return None
-    return SheetLayout(json.loads(names), *size)
+        return _layout(img)
 
 
 def cut_tiles(path: Path, names: list[str]) -> list[np.ndarray] | None:
-    """The named full tiles of a sheet; None when it is not a sheet or lacks one of them."""
-    layout = read_layout(path)
-    if layout is None or any(n not in layout.names for n in names):
+    """The named full tiles of a sheet (opened once); None when it is not a sheet or lacks one."""
+    if not path.is_file():
         return None
     with Image.open(path) as img:
+        layout = _layout(img)
+        if layout is None or any(n not in layout.names for n in names):
+            return None
         pixels = np.asarray(img.convert("RGB"))
     width = layout.tile_width
     return [pixels[:, layout.left(n):layout.left(n) + width] for n in names]

@@ -19,15 +19,12 @@ import numpy as np
 from PIL import Image
 
 from vqi.augment import regions
-from vqi.augment.sheets import PREDICTION, cut_tiles, explanation_tile, sheet_name
+from vqi.augment.sheets import PREDICTION, cut_tiles, explanation_tile, sheet_name, side_by_side
 from vqi.augment.proposals import ENLARGE, Proposal, explained_class
 from vqi.augment.review_page import PROPOSAL_COLOUR
 from vqi.data.rasterize import instance_mask
 from vqi.serve.safety import BadInput, check_rle, contained
 from vqi.viz.overlay import colorize, overlay
-
-GAP = 4
-"""White pixels between tiles, as the augment stage's panels have."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +126,4 @@ def render(proposal: Proposal, images_dir: Path, masks_dir: Path, panels_dir: Pa
         tiles, names = [picture, truth, drawn], ["image", "ground truth", last]
     if crop:
         tiles = _crop(tiles, region | (instance if instance is not None else False))
-    gap = np.full((tiles[0].shape[0], GAP, 3), 255, np.uint8)
-    row = [tiles[0]]
-    for tile in tiles[1:]:
-        row += [gap, tile]
-    return Panel(np.concatenate(row, axis=1), names)
+    return Panel(side_by_side(tiles), names)
