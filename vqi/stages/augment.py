@@ -130,24 +130,34 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
             preds, cams = preds.cpu(), cams.detach().float().cpu().numpy()
             cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
             for i, stem in enumerate(stems):
-                img, anns = entries[stem]
                 label = masks[i].numpy().astype(np.uint8)
                 pred = preds[i].numpy().astype(np.uint8)
-                drawn: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
-                for name in a.thin_classes:
-                    cid = class_ids[name]
-                    cam = cam_of.get((i, cid))
-                    found = propose_perplexed(stem, label, pred == cid, cam, name, perplexed)
-                    if cam is not None:
-                        instances = [(ann["id"], instance_mask(ann, *label.shape))
-                                     for ann in anns if ann["category_id"] == cid]
-                        found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
-                    if found:
-                        drawn[name] = (cam, union([p.region for p in found], *label.shape))
-                    proposals += found
+                cams_of_image = {name: cam_of.get((i, class_ids[name])) for name in a.thin_classes}
+                found, drawn = _image_proposals(stem, entries[stem][1], label, pred, cams_of_image, class_ids,
+                                                enlarge, perplexed)
+                proposals += found
                 if drawn:   # one sheet per image, drawn beside the next batch's passes
                     sheets.submit(_draw_sheet, panels_dir / sheet_name(stem), images[i].cpu(), label, pred, drawn)
     return proposals
+
+
+def _image_proposals(stem: str, anns: list[dict], label: np.ndarray, pred: np.ndarray,
+                     cams: dict[str, np.ndarray | None], class_ids: dict[str, int], enlarge: EnlargeRule,
+                     perplexed: PerplexedRule) -> tuple[list[Proposal], dict[str, tuple[np.ndarray | None, np.ndarray]]]:
+    """One image's proposals for each thin class of `cams` (class name -> its map, None when the
+    class is not predicted), and per class with proposals its (map, proposed pixels) for the sheet."""
+    found_all: list[Proposal] = []
+    drawn: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+    for name, cam in cams.items():
+        cid = class_ids[name]
+        found = propose_perplexed(stem, label, pred == cid, cam, name, perplexed)
+        if cam is not None:
+            instances = [(ann["id"], instance_mask(ann, *label.shape)) for ann in anns if ann["category_id"] == cid]
+            found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
+        if found:
+            drawn[name] = (cam, union([p.region for p in found], *label.shape))
+        found_all += found
+    return found_all, drawn
 
 
 def propose_blind(cfg: DictConfig) -> list[Proposal]:
