@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 FORCE ?= 0
 ARGS ?=
+LOCK ?= requirements.lock
+LOCK_PYTHON := 3.11
 TABLES := outputs/tables
 UI_PORT ?= 5000
 # Print each table that exists once (the report stage logs only where it wrote them).
@@ -15,17 +17,29 @@ VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$
 SEEDS ?= 1 2 3 4 5
 STUDY_ARGS ?= 'xai_methods=[gradcam,hirescam]'
 
-.PHONY: help install demo table1 table2 table3 paper study study-dose serve ui test test-all
+.PHONY: help install lock demo table1 table2 table3 paper study study-dose serve ui test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Create .venv and install vqi (editable) with the dev extra
+install: $(VENV)/.installed ## Create .venv and install vqi (editable) with the dev extra, at the versions of requirements.lock
 
-$(VENV)/.installed: pyproject.toml
+# The lock pins every package the results depend on (CPython 3.11, Linux x86-64: what CI runs);
+# on another Python it cannot apply, so the install goes on unpinned and says so. LOCK= skips it.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	@if [ -n "$(LOCK)" ] && $(PY) -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(LOCK_PYTHON)")'; then \
+	  echo "$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'"; $(PY) -m pip install -q -c $(LOCK) -e '.[dev]'; \
+	else \
+	  echo "warning: $(if $(LOCK),$(LOCK) is for CPython $(LOCK_PYTHON) and this is $$($(PY) -V);) installing unpinned: results may differ from the README's"; \
+	  $(PY) -m pip install -q -e '.[dev]'; \
+	fi
 	touch $@
+
+lock: install ## Re-resolve requirements.lock from pyproject.toml (deliberately: then re-measure the README's tables)
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --upgrade -o $(LOCK)
 
 demo: install ## The main command: every stage on the generated TTPLA-like data (CPU, minutes)
 	$(VQI) stage=all

@@ -36,3 +36,20 @@ def tree_digest(folder: Path) -> dict[str, tuple[int, int]]:
     """name -> (size, mtime_ns) of every file below `folder`: a folder nobody wrote to keeps it."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def generated_content(folder: Path) -> dict:
+    """What a generated dataset holds, in terms no image library release changes: per labelme
+    file (annotation and truth) its labels and points, and per image its size and the 8 x 8 grid
+    of block means of its decoded pixels (a JPEG or resampling patch release moves them by a
+    fraction of a grey level, a changed scene by many)."""
+    out = {}
+    for path in sorted(folder.rglob("*.json")):
+        doc = json.loads(path.read_text())
+        out[str(path.relative_to(folder))] = [[s["label"], s["points"]] for s in doc["shapes"]]
+    for path in sorted(folder.glob("*.jpg")):
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+        h, w = pixels.shape
+        blocks = pixels[: h // 8 * 8, : w // 8 * 8].reshape(8, h // 8, 8, w // 8).mean(axis=(1, 3))
+        out[path.name] = {"size": [w, h], "block_means": np.round(blocks, 2).tolist()}
+    return out
