@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vqi import FROM_CHECKOUT, PROJECT_ROOT
@@ -176,3 +177,16 @@ def relocatable(config: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return swap({k: v for k, v in config.items() if k != "paths"})
+
+
+def ranker_names() -> list[str]:
+    """The rankers a config may name: one `conf/ranker/<name>.yaml` each."""
+    return sorted(p.stem for p in (CONFIG_DIR / "ranker").glob("*.yaml"))
+
+
+def build_ranker(cfg: DictConfig, name: str, key: str = "augment.ranker"):
+    """The ranker `conf/ranker/<name>.yaml` instantiates (its `${seed}` is the run's seed)."""
+    if name not in ranker_names():
+        raise ValueError(f"{key}: unknown ranker {name!r}; expected one of {', '.join(ranker_names())}")
+    root = OmegaConf.create({"seed": int(cfg.seed), "ranker": OmegaConf.load(CONFIG_DIR / "ranker" / f"{name}.yaml")})
+    return instantiate(root.ranker)

@@ -9,9 +9,12 @@ import numpy as np
 
 from vqi.augment import regions
 from vqi.augment.proposals import ACCEPT, ENLARGE, PERPLEXED, Proposal
-from vqi.classes import BACKGROUND
-from vqi.data.rasterize import instance_mask
+from vqi.classes import BACKGROUND, CLASS_IDS
 from vqi.classes import PERPLEXED as PERPLEXED_ID
+from vqi.data.rasterize import instance_mask
+
+LABEL_IDS = {**CLASS_IDS, PERPLEXED: PERPLEXED_ID}
+"""The class id an accepted unlabelled region's label gives its pixels."""
 
 
 @dataclass
@@ -37,7 +40,7 @@ def apply_to_image(
     """Apply one image's accepted proposals.
 
     Returns the new label mask, the enlarged annotations (copies with RLE segmentation), the
-    regions of new perplexed objects, and what changed. Enlargements are computed against the
+    new objects as (class id, region) of accepted unlabelled regions, and what changed. Enlargements are computed against the
     original mask at the reviewed k, so they only ever take background pixels.
     """
     height, width = label_mask.shape
@@ -60,12 +63,15 @@ def apply_to_image(
             enlarged.append(updated)
             name = class_names[class_id]
         else:
+            if proposal.label not in LABEL_IDS:
+                raise ValueError(f"proposal {proposal.proposal_id}: accepted without a label (got "
+                                 f"{proposal.label!r}); choose {proposal.class_name} or {PERPLEXED}")
             region = regions.decode(proposal.region, height, width) & (new_mask == BACKGROUND)
             if not region.any():
                 continue
-            new_mask[region] = PERPLEXED_ID
-            new_regions.append(region)
-            gain, name = region, PERPLEXED
+            new_mask[region] = LABEL_IDS[proposal.label]
+            new_regions.append((LABEL_IDS[proposal.label], region))
+            gain, name = region, proposal.label
         summary.instances[name] += 1
         summary.pixels[name] += int(gain.sum())
     return new_mask, enlarged, new_regions, summary
@@ -74,17 +80,18 @@ def apply_to_image(
 def augmented_coco(
     coco: dict,
     enlarged: list[dict],
-    new_regions: dict[int, list[np.ndarray]],
+    new_regions: dict[int, list[tuple[int, np.ndarray]]],
 ) -> dict:
-    """A new COCO dict: enlarged annotations replaced, perplexed objects added as class 5."""
+    """A new COCO dict: enlarged annotations replaced, new objects added (a missed thin object as
+    its class, a look-alike as `perplexed`, class 5, which the retrained model learns)."""
     out = copy.deepcopy(coco)
     by_id = {a["id"]: a for a in enlarged}
     out["annotations"] = [by_id.get(a["id"], a) for a in out["annotations"]]
     next_id = max((a["id"] for a in out["annotations"]), default=0) + 1
     for image_id, image_regions in sorted(new_regions.items()):
-        for region in image_regions:
+        for class_id, region in image_regions:
             out["annotations"].append({
-                "id": next_id, "image_id": image_id, "category_id": PERPLEXED_ID, "iscrowd": 0,
+                "id": next_id, "image_id": image_id, "category_id": class_id, "iscrowd": 0,
                 "segmentation": regions.rle_segmentation(region), "area": int(region.sum()),
                 "bbox": regions.bbox(region),
             })

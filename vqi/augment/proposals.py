@@ -1,13 +1,14 @@
-"""Annotation proposals for one image, from its labels, the model's prediction and explanations.
+"""Annotation proposals for one image, from its labels and the model's prediction: what an
+expert reviews, in the order a ranker gives (vqi.study.rankers), never filtered by a score.
 
-Two kinds (the paper's expert-guided augmentation), and a control with no explanation:
-- `enlarge`: a thin-class instance whose explanation spills around it is proposed to grow by k
-  pixels into background. Its score is the explanation's mean on that k-pixel ring.
-- `perplexed`: a connected region the model predicts as a thin class, or where that class's
-  explanation is strong, lying outside every ground-truth instance (road markings, fences) is
-  proposed as the class `perplexed`. Its score is the explanation's mean over the region.
-- blind dilation (`propose_dilations`): every thin instance grown by k, score 1: the control
-  that asks whether the explanation adds anything to simply widening every thin label.
+Two kinds (the paper's expert-guided augmentation, made reviewable):
+- `enlarge`: every thin-class instance with background around it is proposed to grow by k
+  pixels (the ring it would gain at k); the expert accepts it at any k (k = 0 rejects it).
+- `unlabelled`: a connected region the model predicts as a thin class, outside every labelled
+  object; the expert chooses its label: the thin class (a missed annotation), `perplexed` (a
+  look-alike the model confuses with it, the paper's perplexed object), or rejects it.
+
+A proposal's `score` is the active ranker's (higher = review first); proposals carry no gate.
 """
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ import numpy as np
 
 from vqi.augment import regions
 from vqi.classes import BACKGROUND, IGNORE_INDEX
+from vqi.data.rasterize import instance_mask
 
 ENLARGE = "enlarge"
+UNLABELLED = "unlabelled"
+KINDS = (ENLARGE, UNLABELLED)
+LEGACY_PERPLEXED_KIND = "perplexed"
+"""The kind of unlabelled regions in review files written before the expert chose labels: they
+were always proposed as `perplexed`."""
 PERPLEXED = "perplexed"
+"""The label of a look-alike (class id vqi.classes.PERPLEXED)."""
 PENDING, ACCEPT, REJECT = "pending", "accept", "reject"
 DECISIONS = (PENDING, ACCEPT, REJECT)
 
@@ -27,12 +35,17 @@ DECISIONS = (PENDING, ACCEPT, REJECT)
 @dataclass(frozen=True)
 class EnlargeRule:
     k: int = 2
-    min_ring_attention: float = 0.3
+    """The ring proposed for review (the expert may accept any k in 0..k_max)."""
+    k_max: int = 3
+    """The largest k an expert may choose (the review page's and the oracle's range)."""
+
+    def __post_init__(self):
+        if not 1 <= self.k <= self.k_max:
+            raise ValueError(f"augment.enlarge: need 1 <= k <= k_max, got k={self.k}, k_max={self.k_max}")
 
 
 @dataclass(frozen=True)
-class PerplexedRule:
-    cam_threshold: float = 0.5
+class UnlabelledRule:
     min_area: int = 20
     margin: int = 3
     """Pixels this close to a ground-truth object are never proposed (annotation slack)."""
@@ -44,6 +57,8 @@ class Proposal:
     image: str
     kind: str
     class_name: str
+    """The thin class concerned: an enlargement's instance class, or the class the model predicts
+    on an unlabelled region."""
     score: float
     region: str
     """COCO RLE counts of the proposed pixels (for `enlarge`: the ring at the proposed k)."""
@@ -55,85 +70,67 @@ class Proposal:
     note: str = field(default="")
     decided_by: str = ""
     """Who set `decision`: "" (nobody yet), `policy:<name>` (pre-filled) or `expert`."""
+    label: str = ""
+    """The class the proposed pixels get when accepted: an enlargement's own class; for an
+    unlabelled region the expert's choice among `label_choices` ("" until chosen)."""
+    scores: dict[str, float] = field(default_factory=dict, compare=False)
+    """Every ranker's score computed in this run, by ranker name (not saved in the review file)."""
+
+
+def label_choices(proposal: Proposal) -> tuple[str, ...]:
+    """The labels an expert may give a proposal's pixels."""
+    if proposal.kind == ENLARGE:
+        return (proposal.class_name,)
+    return (proposal.class_name, PERPLEXED)
 
 
 def propose_enlargements(
     stem: str,
     label_mask: np.ndarray,
     instances: list[tuple[int, np.ndarray]],
-    cam: np.ndarray,
     class_name: str,
     rule: EnlargeRule,
 ) -> list[Proposal]:
-    """One proposal per instance `(annotation id, boolean mask)` whose ring attention passes."""
+    """One proposal per instance `(annotation id, boolean mask)` with background around it."""
     out = []
     for annotation_id, instance in instances:
         ring = regions.enlargement(instance, label_mask, rule.k)
-        if not ring.any():
-            continue
-        score = float(cam[ring].mean())
-        if score < rule.min_ring_attention:
-            continue
-        out.append(Proposal(
-            proposal_id=f"{stem}/enlarge/{annotation_id}", image=stem, kind=ENLARGE,
-            class_name=class_name, score=round(score, 4), region=regions.encode(ring),
-            bbox=regions.bbox(ring), area=int(ring.sum()), annotation_id=annotation_id, k=rule.k,
-        ))
-    return out
-
-
-def propose_dilations(
-    stem: str,
-    label_mask: np.ndarray,
-    instances: list[tuple[int, np.ndarray]],
-    class_name: str,
-    k: int,
-) -> list[Proposal]:
-    """One enlargement proposal per instance with a non-empty k-pixel ring, whatever the model says."""
-    out = []
-    for annotation_id, instance in instances:
-        ring = regions.enlargement(instance, label_mask, k)
         if ring.any():
             out.append(Proposal(
                 proposal_id=f"{stem}/enlarge/{annotation_id}", image=stem, kind=ENLARGE,
-                class_name=class_name, score=1.0, region=regions.encode(ring),
-                bbox=regions.bbox(ring), area=int(ring.sum()), annotation_id=annotation_id, k=k,
+                class_name=class_name, score=0.0, region=regions.encode(ring), bbox=regions.bbox(ring),
+                area=int(ring.sum()), annotation_id=annotation_id, k=rule.k, label=class_name,
             ))
     return out
 
 
-def explained_class(proposal: Proposal) -> str:
-    """The thin class whose explanation gave the proposal: an enlargement's own class, or the
-    source class that a perplexed proposal's id names (`<image>/perplexed-<class>/<n>`)."""
-    if proposal.kind == PERPLEXED:
-        return proposal.proposal_id.split("/")[-2].removeprefix("perplexed-")
-    return proposal.class_name
-
-
-def propose_perplexed(
+def propose_unlabelled(
     stem: str,
     label_mask: np.ndarray,
     predicted: np.ndarray,
-    cam: np.ndarray | None,
-    source_class: str,
-    rule: PerplexedRule,
+    class_name: str,
+    rule: UnlabelledRule,
 ) -> list[Proposal]:
-    """Regions predicted (or strongly explained) as the thin class but far from any labelled object.
-
-    `predicted` is the boolean prediction of the thin class; `cam` its explanation (None when
-    the class has no predicted pixels, so nothing to explain).
-    """
-    suspicious = predicted.copy()
-    if cam is not None:
-        suspicious |= cam >= rule.cam_threshold
+    """Regions predicted as the thin class (`predicted`, boolean) far from any labelled object."""
     labelled = (label_mask != BACKGROUND) & (label_mask != IGNORE_INDEX)
     allowed = (label_mask == BACKGROUND) & ~regions.dilate(labelled, rule.margin)
-    out = []
-    for index, part in enumerate(regions.components(suspicious & allowed, rule.min_area)):
-        score = float(part.values(cam).mean()) if cam is not None else 0.0
-        out.append(Proposal(
-            proposal_id=f"{stem}/perplexed-{source_class}/{index}", image=stem, kind=PERPLEXED,
-            class_name=PERPLEXED, score=round(score, 4), region=regions.encode(part.mask),
-            bbox=part.bbox, area=part.area,
-        ))
-    return out
+    return [Proposal(
+        proposal_id=f"{stem}/unlabelled-{class_name}/{index}", image=stem, kind=UNLABELLED,
+        class_name=class_name, score=0.0, region=regions.encode(part.mask), bbox=part.bbox, area=part.area,
+    ) for index, part in enumerate(regions.components(predicted & allowed, rule.min_area))]
+
+
+def propose_for_image(stem: str, annotations: list[dict], label_mask: np.ndarray, pred: np.ndarray,
+                      class_ids: dict[str, int], thin_classes: list[str], enlarge: EnlargeRule,
+                      unlabelled: UnlabelledRule) -> tuple[list[Proposal], dict[int, np.ndarray]]:
+    """One image's proposals for every thin class, and the masks of its thin instances by
+    annotation id (what the enlargements grow)."""
+    found: list[Proposal] = []
+    instances: dict[int, np.ndarray] = {}
+    for name in thin_classes:
+        cid = class_ids[name]
+        mine = [(ann["id"], instance_mask(ann, *label_mask.shape)) for ann in annotations if ann["category_id"] == cid]
+        instances.update(mine)
+        found += propose_enlargements(stem, label_mask, mine, name, enlarge)
+        found += propose_unlabelled(stem, label_mask, pred == cid, name, unlabelled)
+    return found, instances

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
-from vqi.augment.proposals import Proposal, explained_class
+from vqi.augment.proposals import Proposal
 from vqi.augment.sheets import (PREDICTION, TRUTH, SheetLayout, explanation_tile, proposals_tile, read_layout,
                                 sheet_name, window)
 from vqi.utils.atomic import write_text
@@ -50,7 +50,7 @@ def sheet_tiles(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
 def _panel(proposal: Proposal, layout: SheetLayout | None, src: str) -> str:
     """The proposal's four tiles cut from its image's sheet with CSS, its box outlined on the
     last; "(no panel)" without a sheet that holds its class."""
-    source = explained_class(proposal)
+    source = proposal.class_name
     names = [TRUTH, PREDICTION, explanation_tile(source), proposals_tile(source)]
     if layout is None or any(n not in layout.names for n in names):
         return "(no panel)"

@@ -29,7 +29,7 @@ from vqi.data.coco import VOID_MODES, coco_document, scaled_annotations
 from vqi.data.labelme import TruthFolder
 from vqi.data.rasterize import rasterize
 from vqi.data.records import VOID, DataError, Sample
-from vqi.metrics.label_quality import LabelIoU
+from vqi.study.label_quality import LabelIoU
 from vqi.utils import atomic
 from vqi.utils.owner import Owner
 

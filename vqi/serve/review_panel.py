@@ -20,7 +20,7 @@ from PIL import Image
 
 from vqi.augment import regions
 from vqi.augment.sheets import PREDICTION, cut_tiles, explanation_tile, sheet_name, side_by_side
-from vqi.augment.proposals import ENLARGE, Proposal, explained_class
+from vqi.augment.proposals import ENLARGE, Proposal
 from vqi.augment.review_page import PROPOSAL_COLOUR
 from vqi.data.rasterize import instance_mask
 from vqi.serve.safety import BadInput, check_rle, contained
@@ -115,7 +115,7 @@ def render(proposal: Proposal, images_dir: Path, masks_dir: Path, panels_dir: Pa
     last = f"proposal (k={shown_k}, {int(region.sum())} px)" if shown_k is not None else \
         f"proposal ({int(region.sum())} px)"
     stage = cut_tiles(contained(panels_dir, sheet_name(proposal.image), "proposal image"),
-                      [PREDICTION, explanation_tile(explained_class(proposal))])
+                      [PREDICTION, explanation_tile(proposal.class_name)])
     if stage is not None and stage[0].shape[:2] != mask.shape:
         stage = None   # a sheet of another image size: not this split's
     truth = overlay(picture, mask)

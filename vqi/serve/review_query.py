@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from vqi.augment.proposals import DECISIONS, ENLARGE, PERPLEXED, Proposal
+from vqi.augment.proposals import DECISIONS, KINDS, Proposal
 from vqi.serve.review_store import EXPERT, as_row
 from vqi.serve.safety import BadInput
 
@@ -61,7 +61,7 @@ def decider(p: Proposal) -> str:
 
 def query(proposals: list[Proposal], args: Mapping[str, str]) -> dict:
     """Counts over the whole file, the filter's match count, and the requested page of rows."""
-    kind = _choice(args, "kind", (ENLARGE, PERPLEXED))
+    kind = _choice(args, "kind", KINDS)
     classes = tuple(sorted({p.class_name for p in proposals}))
     class_name = args.get("class", "") or None
     if class_name is not None and class_name not in classes:

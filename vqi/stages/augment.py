@@ -1,62 +1,69 @@
-"""Stage `augment`: propose annotation changes, let the expert (or a policy) decide, and write
-the augmented training split.
+"""Stage `augment`: propose annotation changes, rank them for the expert, let the expert (or a
+policy) decide, and write the augmented training split.
 
-Proposers (`augment.proposer`): `cam` (the chosen method's explanations: the paper's), `random_cam`
-(the same rules on Random-CAM maps: proposals from noise) and `dilate` (every thin instance grown
-by k: no explanation at all). Policies: `review` (the expert), `accept_all`, `threshold`, and
-`oracle` (generated data: a simulated expert deciding from the truth, `augment.oracle.*`).
+Every thin instance is proposed for enlargement and every region the model predicts as a thin
+class outside the labels is proposed for a label (vqi.augment.proposals); no score filters them.
+`augment.ranker` orders them for review (conf/ranker/: cam, cam_fine, softmax, cleanlab,
+random, width; the score is the ranker's). Policies: `review` (the expert edits review_file),
+`accept_all`, `threshold` (score >= accept_threshold), `dilate` (every enlargement at k, no
+region: the blind control), and `oracle` (generated data: a simulated expert who reviews the
+top `augment.oracle.budget` share in ranker order, reading the truth; vqi.study.oracle).
 When the split has true masks, the stage reports the label IoU against the truth before and
 after, and the accepted changes' precision and recall per kind.
 
-Config keys: `augment.*` (proposer, method, checkpoint, split, output_split, thin_classes,
-enlarge.*, perplexed.*, policy, accept_threshold, oracle.*, review_dir, review_file, force,
-batch_size), `data.processed_dir`, `paths.tables_dir` (Table I's chosen method), `device`,
-`xai.{amp, amp_dtype, channels_last}` (CUDA mixed precision of the explanation pass).
+Config keys: `augment.*` (ranker, method, checkpoint, split, output_split, thin_classes, enlarge.*,
+unlabelled.*, policy, accept_threshold, unlabelled_label, oracle.*, review_dir, review_file,
+force, batch_size), `model.fine_target_layer` (ranker cam_fine), `data.processed_dir`,
+`paths.tables_dir` (Table I's chosen method), `device`, `xai.{amp, amp_dtype, channels_last}`.
 
 The review file is the expert's: once written it is never overwritten; `augment.force=true`
 moves it aside (timestamped) before proposing anew. The original split is never written to.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch.utils.data import DataLoader
-from vqi.utils.progress import progress
 
-from vqi.augment import oracle, review_page
+from vqi.augment import review_page
 from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
-from vqi.augment.proposals import (EnlargeRule, PerplexedRule, Proposal, propose_dilations,
-                                   propose_enlargements, propose_perplexed)
+from vqi.augment.proposals import EnlargeRule, Proposal, UnlabelledRule, propose_for_image
 from vqi.augment.regions import union
+from vqi.augment.review import POLICIES as REVIEW_POLICIES, decide, read_review, write_review
 from vqi.augment.sheets import save_sheet, sheet_name
-from vqi.augment.review import decide, read_review, write_review
-from vqi.data.coco import iter_image_annotations
 from vqi.classes import CLASS_IDS
+from vqi.config import build_ranker, with_xai_method
+from vqi.data.coco import iter_image_annotations
 from vqi.data.dataset import SegmentationDataset, read_mask, read_split
 from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
 from vqi.engine.precision import Precision
-from vqi.reporting.figures import to_rgb
-from vqi.metrics.label_quality import LabelIoU, ProposalQuality
 from vqi.models.checkpoint import load_model
-from vqi.config import with_xai_method
+from vqi.reporting.figures import to_rgb
 from vqi.stages.explain import build_cam
-from vqi.utils.background import BackgroundWorker
+from vqi.study import oracle
+from vqi.study.evidence import explained_images
+from vqi.study.label_quality import LabelIoU, ProposalQuality
+from vqi.study.rankers import CAM, CAM_FINE, Evidence, Ranker, review_order
 from vqi.utils.atomic import atomic_path, write_bytes_if_changed, write_json
+from vqi.utils.background import BackgroundWorker
 from vqi.utils.device import resolve_device
+from vqi.utils.progress import progress
 from vqi.xai.maps import file_hash
-from vqi.xai.targets import Unit
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +72,12 @@ def run_name(cfg: DictConfig) -> str:
     return f"augment-{cfg.experiment_name}"
 
 
-PROPOSERS = ("cam", "random_cam", "dilate")
-POLICIES = ("review", "accept_all", "threshold", "oracle")
-RANDOM_CAM = "random_cam"
-"""The xai config of Random-CAM, whose maps the `random_cam` proposer uses."""
+POLICIES = (*REVIEW_POLICIES, "oracle")
 
 
 def chosen_method(cfg: DictConfig) -> str:
-    """The maps the proposals come from: `dilate` (none), Random-CAM, `augment.method`, else the
-    method Table I chose (written by `stage=report`)."""
-    proposer = str(cfg.augment.proposer)
-    if proposer not in PROPOSERS:
-        raise ValueError(f"augment.proposer: expected one of {', '.join(PROPOSERS)}, got {proposer!r}")
-    if proposer != "cam":
-        return proposer if proposer == "dilate" else RANDOM_CAM
+    """The method whose maps the review sheets (and the `cam` rankers) use: `augment.method`, else
+    the method Table I chose (written by `stage=report`)."""
     if cfg.augment.method:
         return str(cfg.augment.method)
     path = Path(cfg.paths.tables_dir) / "chosen_method.json"
@@ -94,8 +93,19 @@ def _draw_sheet(path: Path, image: torch.Tensor, label: np.ndarray, pred: np.nda
     save_sheet(path, review_page.sheet_tiles(to_rgb(image), label, pred, drawn))
 
 
-def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
-    """Explain the thin classes on every image of the split and collect proposals (and panels)."""
+@dataclass
+class ProposedImage:
+    """One image's proposals, the masks of its thin instances, and its annotated mask."""
+    proposals: list[Proposal]
+    instances: dict[int, np.ndarray]
+    label: np.ndarray
+
+
+def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker], sheets: BackgroundWorker | None
+                    ) -> Iterator[ProposedImage]:
+    """Run the baseline over the split: per image its proposals, each ranker's score of them in
+    `proposal.scores` order of `rankers` (the first ranker's also as `proposal.score`), and with
+    `sheets` its review sheet drawn in the background."""
     a = cfg.augment
     processed = Path(cfg.data.processed_dir)
     device = resolve_device(cfg.device)
@@ -107,75 +117,45 @@ def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
     missing = [c for c in a.thin_classes if c not in class_ids]
     if missing:
         raise ValueError(f"augment.thin_classes: {missing} not among the model's classes {list(class_ids)}")
-    method = build_cam(xai_cfg, model)
-    doc = read_split(processed, a.split)
-    entries = {Path(img["file_name"]).stem: (img, anns) for img, anns in iter_image_annotations(doc)}
-    dataset = SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size)))
-    loader = DataLoader(dataset, batch_size=int(a.batch_size), shuffle=False)
-    enlarge = EnlargeRule(**a.enlarge)
-    perplexed = PerplexedRule(**a.perplexed)
+    needs = set().union(*(r.needs for r in rankers.values())) | ({CAM} if sheets is not None else set())
+    fine = None
+    if CAM_FINE in needs:
+        with open_dict(xai_cfg):
+            fine_cfg = copy.deepcopy(xai_cfg)
+            fine_cfg.xai.target_layer = cfg.model.fine_target_layer
+        fine = build_cam(fine_cfg, model)
+    entries = {Path(img["file_name"]).stem: anns for img, anns in iter_image_annotations(read_split(processed, a.split))}
+    loader = DataLoader(SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size))),
+                        batch_size=int(a.batch_size), shuffle=False)
+    enlarge, unlabelled = EnlargeRule(**a.enlarge), UnlabelledRule(**a.unlabelled)
     panels_dir = Path(a.review_dir) / review_page.PANELS_DIR
-    proposals: list[Proposal] = []
+    images = explained_images(progress(loader, desc=f"augment: explain ({method_name})"), model, device, precision,
+                              class_ids, list(a.thin_classes), needs, build_cam(xai_cfg, model), fine)
+    for seen in images:
+        found, instances = propose_for_image(seen.stem, entries[seen.stem], seen.label, seen.pred, class_ids,
+                                             list(a.thin_classes), enlarge, unlabelled)
+        evidence = Evidence(seen.label, class_ids, seen.probs, seen.cams, seen.fine_cams, instances)
+        for name, ranker in rankers.items():
+            for proposal, value in zip(found, ranker.scores(found, evidence)):
+                proposal.scores[name] = round(value, 6)
+        for proposal in found:
+            proposal.score = next(iter(proposal.scores.values()), 0.0)
+        if sheets is not None and found:   # one sheet per image, drawn beside the next batch's passes
+            drawn = {name: (seen.cams.get(name), union([p.region for p in found if p.class_name == name],
+                                                       *seen.label.shape))
+                     for name in a.thin_classes if any(p.class_name == name for p in found)}
+            sheets.submit(_draw_sheet, panels_dir / sheet_name(seen.stem), seen.image, seen.label, seen.pred, drawn)
+        yield ProposedImage(found, instances, seen.label)
 
-    def thin_units(preds: torch.Tensor) -> list[Unit]:
-        """One unit per (image, thin class) the prediction holds: the explained targets."""
-        return [Unit(i, class_ids[c], preds[i] == class_ids[c])
-                for i in range(preds.shape[0]) for c in a.thin_classes if (preds[i] == class_ids[c]).any()]
 
+def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
+    """Every proposal of the split in `augment.ranker`'s review order (and its review sheets)."""
+    ranker = build_ranker(cfg, str(cfg.augment.ranker))
     with BackgroundWorker() as sheets:
-        for images, masks, stems in progress(loader, desc=f"augment: explain ({method_name})"):
-            images = precision.inputs(images, device)
-            with precision.context(device):
-                preds, units, cams = method.predict_and_explain(images, thin_units)
-            preds, cams = preds.cpu(), cams.detach().float().cpu().numpy()
-            cam_of = {(u.index, u.class_id): cam for u, cam in zip(units, cams)}
-            for i, stem in enumerate(stems):
-                label = masks[i].numpy().astype(np.uint8)
-                pred = preds[i].numpy().astype(np.uint8)
-                cams_of_image = {name: cam_of.get((i, class_ids[name])) for name in a.thin_classes}
-                found, drawn = _image_proposals(stem, entries[stem][1], label, pred, cams_of_image, class_ids,
-                                                enlarge, perplexed)
-                proposals += found
-                if drawn:   # one sheet per image, drawn beside the next batch's passes
-                    sheets.submit(_draw_sheet, panels_dir / sheet_name(stem), images[i].cpu(), label, pred, drawn)
-    return proposals
-
-
-def _image_proposals(stem: str, anns: list[dict], label: np.ndarray, pred: np.ndarray,
-                     cams: dict[str, np.ndarray | None], class_ids: dict[str, int], enlarge: EnlargeRule,
-                     perplexed: PerplexedRule) -> tuple[list[Proposal], dict[str, tuple[np.ndarray | None, np.ndarray]]]:
-    """One image's proposals for each thin class of `cams` (class name -> its map, None when the
-    class is not predicted), and per class with proposals its (map, proposed pixels) for the sheet."""
-    found_all: list[Proposal] = []
-    drawn: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
-    for name, cam in cams.items():
-        cid = class_ids[name]
-        found = propose_perplexed(stem, label, pred == cid, cam, name, perplexed)
-        if cam is not None:
-            instances = [(ann["id"], instance_mask(ann, *label.shape)) for ann in anns if ann["category_id"] == cid]
-            found = propose_enlargements(stem, label, instances, cam, name, enlarge) + found
-        if found:
-            drawn[name] = (cam, union([p.region for p in found], *label.shape))
-        found_all += found
-    return found_all, drawn
-
-
-def propose_blind(cfg: DictConfig) -> list[Proposal]:
-    """`augment.proposer=dilate`: every thin instance of the split grown by `enlarge.k`, no model."""
-    a = cfg.augment
-    processed = Path(cfg.data.processed_dir)
-    unknown = [c for c in a.thin_classes if c not in CLASS_IDS]
-    if unknown:
-        raise ValueError(f"augment.thin_classes: {unknown} are not project classes {list(CLASS_IDS)}")
-    proposals: list[Proposal] = []
-    for img, anns in progress(list(iter_image_annotations(read_split(processed, a.split))), desc="augment: dilate"):
-        stem = Path(img["file_name"]).stem
-        label = read_mask(processed / "masks" / a.split / f"{stem}.png", (img["height"], img["width"]))
-        for name in a.thin_classes:
-            instances = [(ann["id"], instance_mask(ann, *label.shape))
-                         for ann in anns if ann["category_id"] == CLASS_IDS[name]]
-            proposals += propose_dilations(stem, label, instances, name, int(a.enlarge.k))
-    return proposals
+        proposals = [p for image in proposed_images(cfg, method_name, {ranker.name: ranker}, sheets)
+                     for p in image.proposals]
+    order = review_order([p.proposal_id for p in proposals], [p.score for p in proposals])
+    return [proposals[i] for i in order]
 
 
 def _truth_dir(cfg: DictConfig) -> Path:
@@ -183,21 +163,34 @@ def _truth_dir(cfg: DictConfig) -> Path:
 
 
 def decide_all(cfg: DictConfig, proposals: list[Proposal]) -> None:
-    """Pre-fill the decisions by `augment.policy` (the oracle reads the split's true masks)."""
+    """Pre-fill the decisions by `augment.policy`; the oracle reviews the top `oracle.budget` share
+    of `proposals` (already in review order) reading the split's true masks."""
     a = cfg.augment
     if a.policy not in POLICIES:
         raise ValueError(f"augment.policy: expected one of {', '.join(POLICIES)}, got {a.policy!r}")
     if a.policy != "oracle":
-        decide(proposals, a.policy, float(a.accept_threshold))
+        decide(proposals, a.policy, float(a.accept_threshold), str(a.unlabelled_label))
         return
     truth_dir = _truth_dir(cfg)
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"augment.policy=oracle decides from the true masks, but {truth_dir} does not "
                                 "exist: only generated data (data=synthetic) has them")
-    shapes = {Path(img["file_name"]).stem: (img["height"], img["width"])
-              for img in read_split(cfg.data.processed_dir, a.split)["images"]}
-    oracle.decide(proposals, lambda stem: read_mask(truth_dir / f"{stem}.png", shapes[stem]), CLASS_IDS,
-                  flip=float(a.oracle.flip), seed=int(a.oracle.seed), min_precision=float(a.oracle.min_precision))
+    processed = Path(cfg.data.processed_dir)
+    by_image = defaultdict(list)
+    for proposal in proposals:
+        by_image[proposal.image].append(proposal)
+    verdicts = {}
+    for img, anns in iter_image_annotations(read_split(processed, a.split)):
+        stem, shape = Path(img["file_name"]).stem, (img["height"], img["width"])
+        if stem not in by_image:
+            continue
+        label = read_mask(processed / "masks" / a.split / f"{stem}.png", shape)
+        instances = {ann["id"]: instance_mask(ann, *shape) for ann in anns}
+        verdicts.update(oracle.image_verdicts(by_image[stem], label, read_mask(truth_dir / f"{stem}.png", shape),
+                                              instances, CLASS_IDS, int(a.enlarge.k_max)))
+    k_max = int(a.enlarge.k_max)
+    verdicts = oracle.flipped(verdicts, proposals, k_max, float(a.oracle.flip), int(a.oracle.seed))
+    oracle.apply_verdicts(proposals, list(range(len(proposals))), verdicts, float(a.oracle.budget))
 
 
 def truth_quality(cfg: DictConfig) -> dict:
@@ -268,9 +261,9 @@ def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
 
 
 def _source(cfg: DictConfig, method: str) -> dict[str, str]:
-    """What the proposals come from: a review file made from another model or split is stale."""
-    checkpoint = None if method == "dilate" else file_hash(cfg.augment.checkpoint)  # dilation needs no model
-    return {"checkpoint_sha256": checkpoint, "method": method,
+    """What the proposals come from: a review file made from another model, method, ranker or split is stale."""
+    return {"checkpoint_sha256": file_hash(cfg.augment.checkpoint), "method": method,
+            "ranker": str(cfg.augment.ranker),
             "split": str(cfg.augment.split),
             "dataset_fingerprint": current_fingerprint(Path(cfg.data.processed_dir))}
 
@@ -310,7 +303,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if old_source.is_file():
                 old_source.rename(review_file.with_name(f"{review_file.stem}.{stamp}.source.json"))
             log.info("augment.force: the previous review file was kept as %s", kept)
-        proposals = propose_blind(cfg) if method == "dilate" else propose(cfg, method)
+        proposals = propose(cfg, method)
         decide_all(cfg, proposals)
         write_review(review_file, proposals)
         write_json(review_file.with_suffix(".source.json"), source)
@@ -321,7 +314,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         log.warning("%d proposal(s) await the expert's decision in %s (see %s); they are not applied",
                     summary.pending, review_file, page)
     quality = truth_quality(cfg)
-    report = {"proposer": str(a.proposer), "method": method, "policy": str(a.policy),
+    report = {"ranker": str(a.ranker), "method": method, "policy": str(a.policy),
               "proposals": len(proposals), **summary.as_dict(), **quality}
     summary_path = Path(cfg.data.processed_dir) / "annotations" / f"{a.output_split}_summary.json"
     write_json(summary_path, report)
