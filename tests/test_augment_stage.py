@@ -68,8 +68,7 @@ def setup(tmp_path, make_cfg, cable_model):
         return make_cfg(f"model={ARCH}", f"data.processed_dir={processed}", "data.image_size=48",
                         f"augment.checkpoint={ckpt}", "augment.method=gradcam", "device=cpu",
                         # random weights: propose generously so every kind of proposal appears
-                        "augment.enlarge.min_ring_attention=0", "augment.perplexed.min_area=1",
-                        "augment.perplexed.margin=1", *extra, stage="augment")
+                        "augment.unlabelled.min_area=1", "augment.unlabelled.margin=1", *extra, stage="augment")
     return processed, cfg
 
 
@@ -102,7 +101,8 @@ def test_accepted_proposals_change_exactly_their_regions(setup):
     metrics = _run(cfg)
     rows = _rows(cfg.augment.review_file)
     assert metrics["proposals"] == len(rows) > 0 and metrics["accepted"] == len(rows)
-    assert {r["kind"] for r in rows} == {"enlarge", "perplexed"}
+    assert {r["kind"] for r in rows} == {"enlarge", "unlabelled"}
+    assert {r["label"] for r in rows if r["kind"] == "unlabelled"} == {"perplexed"}   # unlabelled_label
     after = _digest(processed / "annotations") | _digest(processed / "masks" / "train")
     assert {k: after[k] for k in originals} == originals        # the originals, byte for byte
     old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
@@ -126,16 +126,24 @@ def test_rejected_proposals_change_nothing_and_the_expert_file_is_kept(setup):
     old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
     assert all(np.array_equal(old[s], new[s]) for s in old)
 
-    # The expert accepts one proposal in the file; a rerun applies it and keeps the file.
+    # The expert accepts an unlabelled region without choosing its label: refused, naming the field.
     rows = _rows(cfg.augment.review_file)
-    rows[0]["decision"] = "accept"
+    first = next(i for i, r in enumerate(rows) if r["kind"] == "unlabelled")
+    rows[first]["decision"] = "accept"
+    _write_rows(cfg.augment.review_file, rows)
+    with pytest.raises(ValueError, match=rf"review.csv, row {first + 2}: field 'label' is empty but the decision is accept"):
+        _run(make("augment.policy=accept_all"))
+
+    # Labelled as a missed cable, a rerun applies it as cable and keeps the expert's file.
+    rows[first]["label"] = "cable"
     _write_rows(cfg.augment.review_file, rows)
     edited = Path(cfg.augment.review_file).read_bytes()
     assert _run(make("augment.policy=accept_all"))["accepted"] == 1
     assert Path(cfg.augment.review_file).read_bytes() == edited
     new = _masks(processed, "train_augmented")
-    region = regions.decode(rows[0]["region"], 48, 48) & (old[rows[0]["image"]] == 0)
-    assert np.array_equal(old[rows[0]["image"]] != new[rows[0]["image"]], region)
+    stem = rows[first]["image"]
+    region = regions.decode(rows[first]["region"], 48, 48) & (old[stem] == 0)
+    assert np.array_equal(old[stem] != new[stem], region) and (new[stem][region] == 1).all()
 
 
 def test_force_keeps_the_previous_review_file(setup):
@@ -190,18 +198,19 @@ def _write_truth(processed: Path) -> dict[str, np.ndarray]:
     return truths
 
 
-def test_dilate_proposes_every_cable_instance_without_a_model(setup):
+def test_dilate_accepts_every_cable_instance_and_no_region(setup):
     processed, make = setup
-    cfg = make("augment.proposer=dilate", "augment.policy=accept_all", "augment.enlarge.k=1",
-               "augment.checkpoint=/nonexistent.pt")                 # no model is loaded
+    cfg = make("augment.policy=dilate", "augment.enlarge.k=1")
     metrics = _run(cfg)
     rows = _rows(cfg.augment.review_file)
     doc = json.loads((processed / "annotations" / "train.json").read_text())
     cables = {(Path(img["file_name"]).stem, a["id"]) for img in doc["images"] for a in doc["annotations"]
               if a["image_id"] == img["id"] and a["category_id"] == 1}
-    assert {(r["image"], int(r["annotation_id"])) for r in rows} == cables
-    assert {r["kind"] for r in rows} == {"enlarge"} and {r["score"] for r in rows} == {"1.0"}
-    assert metrics["accepted"] == len(rows) and "label_iou_cable/after" not in metrics  # no truth here
+    enlarged = [r for r in rows if r["kind"] == "enlarge"]
+    assert {(r["image"], int(r["annotation_id"])) for r in enlarged} == cables   # every instance, no gate
+    assert {r["decision"] for r in enlarged} == {"accept"}
+    assert {r["decision"] for r in rows if r["kind"] == "unlabelled"} == {"reject"}
+    assert metrics["accepted"] == len(enlarged) and "label_iou_cable/after" not in metrics  # no truth here
     old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
     cross = ndimage.generate_binary_structure(2, 1)                   # a 1-px disc
     for img in doc["images"]:
@@ -214,18 +223,37 @@ def test_dilate_proposes_every_cable_instance_without_a_model(setup):
         assert np.array_equal(old[stem] != new[stem], grown & (old[stem] == 0)), stem
 
 
+def _best_k_independently(instance, label, truth_cable):
+    """k in {0, 1} (a 1-px cross) maximising the instance's IoU against the truth within its reach."""
+    cross = ndimage.generate_binary_structure(2, 1)
+    reach = ndimage.binary_dilation(instance, cross)
+    grown = instance | (reach & (label == 0))
+    truth = truth_cable & reach
+    ious = [(a & truth).sum() / max((a | truth).sum(), 1) for a in (instance, grown)]
+    return int(ious[1] > ious[0])
+
+
 def test_oracle_decides_by_truth_and_quality_is_reported(setup):
     processed, make = setup
     truths = _write_truth(processed)
-    cfg = make("augment.policy=oracle", "augment.enlarge.k=1")
+    cfg = make("augment.policy=oracle", "augment.enlarge.k=1", "augment.enlarge.k_max=1")
     metrics = _run(cfg)
     rows = _rows(cfg.augment.review_file)
-    assert rows and {r["kind"] for r in rows} == {"enlarge", "perplexed"}
+    assert rows and {r["kind"] for r in rows} == {"enlarge", "unlabelled"}
+    labels = _masks(processed, "train")
+    doc = json.loads((processed / "annotations" / "train.json").read_text())
+    anns = {a["id"]: a for a in doc["annotations"]}
     for r in rows:                                    # the decision, recomputed independently
-        region = regions.decode(r["region"], 48, 48)
-        target = 1 if r["kind"] == "enlarge" else 5
-        precision = (region & (truths[r["image"]] == target)).sum() / region.sum()
-        assert r["decision"] == ("accept" if precision >= 0.5 else "reject"), r["proposal_id"]
+        truth = truths[r["image"]]
+        if r["kind"] == "enlarge":
+            k = _best_k_independently(instance_mask(anns[int(r["annotation_id"])], 48, 48), labels[r["image"]],
+                                      truth == 1)
+            assert (r["decision"], int(r["k"])) == ("accept" if k else "reject", 1), r["proposal_id"]
+        else:
+            region = regions.decode(r["region"], 48, 48)
+            share = {c: (truth[region] == c).mean() for c in (1, 5)}
+            want = "cable" if share[1] >= 0.5 else "perplexed" if share[5] >= 0.5 else ""
+            assert (r["decision"], r["label"]) == ("accept" if want else "reject", want), r["proposal_id"]
     assert any(r["decision"] == "accept" for r in rows) and any(r["decision"] == "reject" for r in rows)
     old, new = _masks(processed, "train"), _masks(processed, "train_augmented")
     changed = sum(((old[s] == 0) & (new[s] == 1)).sum() for s in old)
@@ -243,16 +271,29 @@ def test_oracle_decides_by_truth_and_quality_is_reported(setup):
     assert summary["policy"] == "oracle" and summary["label_iou"]["after"]["iou_cable"] == pytest.approx(cable_iou(new))
 
 
-def test_a_fully_fallible_oracle_inverts_every_decision(setup):
+def test_a_fully_fallible_oracle_replaces_every_decision_by_a_wrong_one(setup):
     processed, make = setup
     _write_truth(processed)
-    first = make("augment.policy=oracle")
+    first = make("augment.policy=oracle", "augment.enlarge.k_max=1", "augment.enlarge.k=1")
     _run(first)
-    decided = {r["proposal_id"]: r["decision"] for r in _rows(first.augment.review_file)}
-    flipped = make("augment.policy=oracle", "augment.oracle.flip=1.0", "augment.force=true")
+    decided = {r["proposal_id"]: (r["decision"], r["label"]) for r in _rows(first.augment.review_file)}
+    flipped = make("augment.policy=oracle", "augment.enlarge.k_max=1", "augment.enlarge.k=1",
+                   "augment.oracle.flip=1.0", "augment.force=true")
     _run(flipped)
-    inverted = {r["proposal_id"]: r["decision"] for r in _rows(flipped.augment.review_file)}
-    assert inverted == {k: {"accept": "reject", "reject": "accept"}[v] for k, v in decided.items()}
+    wrong = {r["proposal_id"]: (r["decision"], r["label"]) for r in _rows(flipped.augment.review_file)}
+    assert decided.keys() == wrong.keys() and all(wrong[k] != decided[k] for k in decided)
+
+
+def test_the_oracle_reviews_only_its_budget_in_ranker_order(setup):
+    processed, make = setup
+    _write_truth(processed)
+    cfg = make("augment.policy=oracle", "augment.ranker=softmax", "augment.oracle.budget=0.3")
+    _run(cfg)
+    rows = _rows(cfg.augment.review_file)
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)                   # the file is in review order
+    reviewed = [r["decision"] != "pending" for r in rows]
+    assert sum(reviewed) == int(np.ceil(0.3 * len(rows))) and reviewed == sorted(reviewed, reverse=True)
 
 
 def test_the_oracle_needs_truth(setup):
@@ -261,11 +302,7 @@ def test_the_oracle_needs_truth(setup):
         _run(make("augment.policy=oracle"))
 
 
-def test_random_cam_proposer_uses_random_cam_maps(setup):
+def test_an_unknown_ranker_names_the_key_and_the_choices(setup):
     processed, make = setup
-    cfg = make("augment.proposer=random_cam", "augment.policy=accept_all")
-    metrics = _run(cfg)
-    source = json.loads(Path(cfg.augment.review_file).with_suffix(".source.json").read_text())
-    assert source["method"] == "random_cam" and metrics["proposals"] > 0
-    with pytest.raises(ValueError, match="augment.proposer: expected one of cam, random_cam, dilate"):
-        _run(make("augment.proposer=gradcam", "augment.force=true"))
+    with pytest.raises(ValueError, match="augment.ranker: unknown ranker 'cams'; expected one of cam, cam_fine"):
+        _run(make("augment.ranker=cams"))

@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "sanity": "vqi.stages.sanity",
     "report": "vqi.stages.report",
     "augment": "vqi.stages.augment",
+    "budget": "vqi.stages.budget",
     "retrain": "vqi.stages.retrain",
     "serve": "vqi.stages.serve",
     "export": "vqi.stages.export",

@@ -1,0 +1,119 @@
+"""Stage `budget`: budget curves on generated data, no retraining.
+
+The baseline's proposals for `augment.split` (as `stage=augment` makes them) are scored by every
+ranker of `budget.rankers`; the oracle's verdict on each proposal is read from the truth once
+(`budget.flip` makes it fallible); then for every ranker and budget B the top ceil(B·n)
+proposals in that ranker's order take their verdicts and the split's label IoU against the truth
+is measured. Writes `<budget.output_dir>/budget.json`: per ranker its curve, AUBC (points), and
+how well its scores separate good proposals from bad (AUC, per kind).
+
+Config keys: `budget.*` (rankers, budgets, flip, class_name, output_dir), `augment.*` (checkpoint,
+method, split, thin_classes, enlarge.*, unlabelled.*, batch_size, oracle.seed), `seed`,
+`data.processed_dir`, `model.fine_target_layer`, `paths.tables_dir`, `device`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from omegaconf import DictConfig
+
+from vqi.augment import regions
+from vqi.augment.proposals import ENLARGE, UNLABELLED
+from vqi.classes import CLASS_IDS, CLASS_NAMES
+from vqi.config import build_ranker
+from vqi.data.coco import iter_image_annotations
+from vqi.data.dataset import read_mask, read_split
+from vqi.stages.augment import chosen_method, proposed_images
+from vqi.study import oracle
+from vqi.study.budget import SplitImage, aubc, label_iou_after, ranking_auc
+from vqi.study.rankers import review_order
+from vqi.utils.atomic import write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"budget-{cfg.experiment_name}"
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    a, b = cfg.augment, cfg.budget
+    processed = Path(cfg.data.processed_dir)
+    truth_dir = processed / "masks_truth" / str(a.split)
+    if not truth_dir.is_dir():
+        raise FileNotFoundError(f"stage=budget needs the true masks {truth_dir}: only generated data "
+                                "(data=synthetic) has them")
+    if b.class_name not in a.thin_classes:
+        raise ValueError(f"budget.class_name {b.class_name!r} is not one of augment.thin_classes {list(a.thin_classes)}")
+    budgets = [float(x) for x in b.budgets]
+    aubc(budgets, [0.0] * len(budgets))   # refuses budgets that do not rise from 0 to 1
+    rankers = {str(name): build_ranker(cfg, str(name), "budget.rankers") for name in b.rankers}
+    method = chosen_method(cfg)
+    mlflow.set_tag("xai_method", method)
+    k_max = int(a.enlarge.k_max)
+    annotations = {Path(img["file_name"]).stem: ((img["height"], img["width"]), {ann["id"]: ann for ann in anns})
+                   for img, anns in iter_image_annotations(read_split(processed, a.split))}
+    images, proposals, verdicts = [], [], {}
+    for seen in proposed_images(cfg, method, rankers, sheets=None):
+        stem = seen.proposals[0].image if seen.proposals else None
+        if stem is None:
+            continue
+        shape, anns = annotations[stem]
+        truth = read_mask(truth_dir / f"{stem}.png", shape)
+        images.append(SplitImage(stem, seen.label, truth, anns))
+        verdicts.update(oracle.image_verdicts(seen.proposals, seen.label, truth, seen.instances, CLASS_IDS, k_max))
+        proposals += seen.proposals
+    verdicts = oracle.flipped(verdicts, proposals, k_max, float(b.flip), int(a.oracle.seed))
+    images += _unproposed(processed, a.split, truth_dir, annotations, {i.stem for i in images})
+    key = f"iou_{b.class_name}"
+    ids = [p.proposal_id for p in proposals]
+    good = _good(proposals, verdicts, images)
+    result = {"method": method, "budgets": budgets, "proposals": len(proposals),
+              "kinds": {kind: sum(p.kind == kind for p in proposals) for kind in (ENLARGE, UNLABELLED)},
+              "class_name": str(b.class_name), "flip": float(b.flip), "rankers": {}}
+    metrics = {}
+    for name in rankers:
+        scores = [p.scores[name] for p in proposals]
+        order = review_order(ids, scores)
+        curve = []
+        for budget in budgets:
+            oracle.apply_verdicts(proposals, order, verdicts, budget)
+            curve.append(100 * label_iou_after(images, proposals, dict(enumerate(CLASS_NAMES)))[key])
+        aucs = {kind: ranking_auc([s for s, p in zip(scores, proposals) if p.kind == kind],
+                                  [g for g, p in zip(good, proposals) if p.kind == kind]) for kind in (ENLARGE, UNLABELLED)}
+        result["rankers"][name] = {"curve": curve, "aubc": aubc(budgets, curve), "auc": aucs}
+        metrics[f"aubc/{name}"] = result["rankers"][name]["aubc"]
+        metrics.update({f"auc_{kind}/{name}": v for kind, v in aucs.items() if not np.isnan(v)})
+        log.info("budget: %-9s AUBC %.2f, label %s %.2f -> %.2f (B=0 -> 1), AUC enlarge %.3f, unlabelled %.3f",
+                 name, result["rankers"][name]["aubc"], key, curve[0], curve[-1], aucs[ENLARGE], aucs[UNLABELLED])
+    out = Path(b.output_dir) / "budget.json"
+    write_json(out, result)
+    mlflow.log_artifact(str(out))
+    return {"proposals": len(proposals), **metrics}
+
+
+def _unproposed(processed: Path, split: str, truth_dir: Path, annotations: dict, done: set[str]) -> list[SplitImage]:
+    """The split's images without proposals: they count in the label IoU unchanged."""
+    out = []
+    for stem, (shape, anns) in annotations.items():
+        if stem not in done:
+            out.append(SplitImage(stem, read_mask(processed / "masks" / split / f"{stem}.png", shape),
+                                  read_mask(truth_dir / f"{stem}.png", shape), anns))
+    return out
+
+
+def _good(proposals, verdicts, images) -> list[bool]:
+    """Whether a proposal is worth the expert's time: an enlargement whose proposed ring is at
+    least half true object, an unlabelled region the careful expert labels."""
+    truth_of = {image.stem: image.truth for image in images}
+    out = []
+    for p in proposals:
+        if p.kind == ENLARGE:
+            ring = regions.decode(p.region, *truth_of[p.image].shape)
+            out.append(bool((truth_of[p.image][ring] == CLASS_IDS[p.class_name]).mean() >= oracle.MIN_SHARE))
+        else:
+            out.append(bool(verdicts[p.proposal_id].label))
+    return out
