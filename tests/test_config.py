@@ -27,7 +27,9 @@ def test_every_config_file_composes_resolves_and_passes_the_check(make_cfg, tmp_
     ["train.val_split=null", "train.lr=1", "experiment_name=7"],       # null anywhere, int for float/str
     ["+train.optimizer.amsgrad=true", "train/optimizer=sgd"],          # a _target_'s own arguments
     ["xai_methods=[gradcam]", "+data.class_map.insulator=void"],
-], ids=["open-map", "types", "target-kwargs", "lists-class-map"])
+    ["noise=none", "noise.cable_width_factor=[0.2,0.8]"],             # a range where the default is a number
+    ["noise=realistic", "noise.cable_width_factor=0.7"],               # a number where it is a range
+], ids=["open-map", "types", "target-kwargs", "lists-class-map", "width-range", "width-number"])
 def test_valid_overrides_pass_the_check(make_cfg, tmp_paths, overrides):
     check_config(make_cfg(*overrides), ["stage=all", *tmp_paths, *overrides])
 
@@ -36,12 +38,27 @@ def test_valid_overrides_pass_the_check(make_cfg, tmp_paths, overrides):
     ("train.epochs=three", "train.epochs: expected an integer (the default is 50), got 'three'"),
     ("train.amp=maybe", "train.amp: expected a boolean"),
     ("train.lr=[1]", "train.lr: expected a number"),
+    ("noise.cable_width_factor=[0.2,0.5,0.8]", "noise.cable_width_factor: expected a number or a range [low, high]"),
+    ("noise.cable_width_factor=wide", "noise.cable_width_factor: expected a number or a range [low, high]"),
     ("+trian.epochs=3", "trian: unknown key (the composed config defines no such key); did you mean train?"),
     ("+train.epoch=3", "train.epoch: unknown key .*did you mean train.epochs?"),
 ])
 def test_wrong_types_and_unknown_keys_are_named(make_cfg, tmp_paths, override, message):
     with pytest.raises(ConfigError, match=re.escape(message).replace(r"\.\*", ".*")):
         check_config(make_cfg(override), ["stage=all", *tmp_paths, override])
+
+
+def test_each_annotation_noise_setting_names_its_own_data_folders(make_cfg):
+    """A width range is tagged apart from any fixed factor ([f, f] writes f's files, so shares them)."""
+    realistic, half = make_cfg("noise=realistic"), make_cfg("noise=half_width")
+    assert realistic.data.noise_tag == "-noise-w0.3-1-o1-m0.1"
+    assert half.data.noise_tag == "-noise-w0.5-o1-m0.1"
+    assert make_cfg("noise=half_width", "noise.cable_width_factor=[0.5,0.5]").data.noise_tag == half.data.noise_tag
+    assert make_cfg("noise=none", "noise.cable_width_factor=[1,1]").data.noise_tag == ""
+    for key in ("labels_dir", "processed_dir"):
+        assert realistic.data[key] != half.data[key] and realistic.data[key].count("-noise-w0.3-1-o1-m0.1") == 1
+    with pytest.raises(Exception, match=r"noise\.cable_width_factor must be > 0 \(a range"):
+        _ = make_cfg("noise.cable_width_factor=[0.8,0.3]").data.processed_dir
 
 
 def test_cli_refuses_a_wrong_type_before_reading_any_data(run_cli, tmp_path):

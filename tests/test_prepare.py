@@ -180,7 +180,7 @@ def test_data_configs_compose(make_cfg, tmp_path):
 
 def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
     proc = run_cli("stage=prepare", "data.generator.num_images=8", "data.preview_images=2")
-    out = tmp_path / "data" / "processed" / "synthetic-noise-w0.5-o1-m0.1-160"   # the demo's noise
+    out = tmp_path / "data" / "processed" / "synthetic-noise-w0.3-1-o1-m0.1-160"   # the demo's noise
     fingerprint = (out / "fingerprint.txt").read_text().strip()
     assert len(list(out.glob("masks/*/*.png"))) == 8 and "reused" not in proc.stdout + proc.stderr
     assert len(list(out.glob("masks_truth/*/*.png"))) == 8
@@ -202,7 +202,7 @@ def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
 @pytest.mark.slow
 def test_cli_rerun_reuses_and_force_rebuilds(run_cli, tmp_path):
     run_cli("stage=prepare", "data.generator.num_images=4")
-    mask = next((tmp_path / "data" / "processed" / "synthetic-noise-w0.5-o1-m0.1-160").glob("masks/*/*.png"))
+    mask = next((tmp_path / "data" / "processed" / "synthetic-noise-w0.3-1-o1-m0.1-160").glob("masks/*/*.png"))
     stamp = mask.stat().st_mtime_ns
     again = run_cli("stage=prepare", "data.generator.num_images=4")
     assert "up to date (fingerprint" in again.stdout + again.stderr and mask.stat().st_mtime_ns == stamp

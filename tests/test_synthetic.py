@@ -17,7 +17,11 @@ from data_factory import CLASS_MAP, generated_content, tree_digest
 from vqi.data.coco import scaled_annotations
 from vqi.data.labelme import LabelmeFolder
 from vqi.data.rasterize import rasterize
-from vqi.data.synthetic import clip_polygon, generate
+from omegaconf import OmegaConf
+
+from vqi.data import synthetic
+from vqi.data.synthetic import (CABLE_ALLOWANCE, NOISE_STREAM, WIDTH_STREAM, AnnotationNoise, cable_outline,
+                                clip_polygon, generate, normals, render)
 
 
 def digests(folder):
@@ -177,6 +181,121 @@ def test_the_same_seed_leaves_out_the_same_cables_at_every_width(tmp_path):
         return [sum(s["label"].lower() == "cable" for s in json.loads(p.read_text())["shapes"])
                 for p in sorted(out.glob("*.json"))]
     assert cable_count(0.3) == cable_count(0.8)
+
+
+def _ribbon_width(poly):
+    """Mean width of a thin ribbon polygon: 2 x area / perimeter (its ends are short)."""
+    area = 0.5 * abs(np.dot(poly[:, 0], np.roll(poly[:, 1], 1)) - np.dot(poly[:, 1], np.roll(poly[:, 0], 1)))
+    perimeter = np.linalg.norm(np.diff(np.vstack([poly, poly[:1]]), axis=0), axis=1).sum()
+    return 2 * area / perimeter, perimeter
+
+
+def _width_factors(folder):
+    """Per cable, annotated width / true width measured from the files (annotation and truth list
+    the cables in the same order when none is missing or shifted). Only long cables drawn 4-6 px
+    wide: factor x width stays above the 1-px floor for any factor >= 0.25."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        cables = lambda p: [np.array(s["points"]) for s in json.loads(p.read_text())["shapes"]
+                            if s["label"].lower() == "cable"]
+        annotated, true = cables(path), cables(folder / "truth" / path.name)
+        assert len(annotated) == len(true), path.name
+        for a, t in zip(annotated, true):
+            true_width, perimeter = _ribbon_width(t)
+            if true_width - CABLE_ALLOWANCE >= 3.5 and perimeter > 100:
+                out.append((_ribbon_width(a)[0] - CABLE_ALLOWANCE) / (true_width - CABLE_ALLOWANCE))
+    return np.array(out)
+
+
+def test_a_width_range_draws_each_cables_factor_reproducibly(tmp_path):
+    """[0.3, 1.0]: each cable's annotated / true width somewhere in the range, spread over it,
+    the same for the same seed; a fixed 0.5 (the control) measures 0.5 on every cable."""
+    kwargs = dict(num_images=24, size=160, seed=5, workers=1)
+    ranged = generate(tmp_path / "range", noise={"cable_width_factor": [0.3, 1.0]}, **kwargs)
+    factors = _width_factors(ranged)
+    assert len(factors) >= 15
+    assert 0.28 <= factors.min() and factors.max() <= 1.03                 # inside the range ...
+    assert factors.min() < 0.45 and factors.max() > 0.85 and factors.std() > 0.1   # ... and over it
+    assert len(np.unique(factors.round(2))) >= 0.8 * len(factors)           # one factor per cable
+    again = generate(tmp_path / "again", noise={"cable_width_factor": (0.3, 1.0)}, **kwargs)
+    assert digests(again) == digests(ranged)
+    fixed = _width_factors(generate(tmp_path / "fixed", noise={"cable_width_factor": 0.5}, **kwargs))
+    assert len(fixed) == len(factors) and np.all(np.abs(fixed - 0.51) < 0.02)
+
+
+def test_a_fixed_factor_writes_the_same_files_as_a_range_of_that_one_value(tmp_path):
+    noise = {"cable_offset_px": 1.0, "cable_missing": 0.2}
+    number = generate(tmp_path / "number", num_images=4, size=96, seed=7, workers=1,
+                      noise={"cable_width_factor": 0.5, **noise})
+    interval = generate(tmp_path / "range", num_images=4, size=96, seed=7, workers=1,
+                        noise={"cable_width_factor": OmegaConf.create([0.5, 0.5]), **noise})  # as Hydra gives it
+    assert digests(number) == digests(interval)
+
+
+def _annotate_as_before_ranges(noise_rng, shapes, size, factor, offset, missing):
+    """AnnotationNoise.annotate as it was before width ranges (commit 6b9398e): two draws per
+    cable from the noise stream, one fixed factor."""
+    out = []
+    for label, polygon, cable in shapes:
+        if cable is None:
+            out.append((label, polygon))
+            continue
+        left_out, shift = noise_rng.random(), noise_rng.uniform(-1.0, 1.0)
+        if left_out < missing:
+            continue
+        curve = cable.curve + normals(cable.curve) * (shift * offset)
+        outline = cable_outline(curve, max(1.0, factor * cable.width), size)
+        if outline is not None:
+            out.append((label, outline))
+    return out
+
+
+def test_a_fixed_factor_annotates_exactly_as_before_ranges_existed():
+    """The width factor's own stream leaves the noise stream's draws as they were."""
+    noise = AnnotationNoise(cable_width_factor=0.5, cable_offset_px=1.0, cable_missing=0.2)
+    compared = 0
+    for index in range(6):
+        _, shapes, _ = render(np.random.default_rng([3, index]), 128)
+        stream = [3, index, NOISE_STREAM]
+        got = noise.annotate(np.random.default_rng(stream), shapes, 128, np.random.default_rng([*stream, WIDTH_STREAM]))
+        want = _annotate_as_before_ranges(np.random.default_rng(stream), shapes, 128, 0.5, 1.0, 0.2)
+        assert [label for label, _ in got] == [label for label, _ in want]
+        for (_, a), (_, b) in zip(got, want):
+            assert np.array_equal(a, b)
+        compared += sum(label == "cable" for label, _ in got)
+    assert compared >= 6
+
+
+def test_one_seed_leaves_out_and_shifts_the_same_cables_at_every_width_setting(monkeypatch):
+    """The annotated centre lines (which cables, shifted how) are the same for a fixed factor and
+    a range; only the widths differ."""
+    scenes = [render(np.random.default_rng([9, index]), 128)[1] for index in range(6)]
+    calls = []
+    monkeypatch.setattr(synthetic, "cable_outline", lambda curve, width, size: calls.append((curve, width)))
+
+    def centre_lines(width_factor):
+        calls.clear()
+        noise = AnnotationNoise(cable_width_factor=width_factor, cable_offset_px=1.0, cable_missing=0.4)
+        for index, shapes in enumerate(scenes):
+            stream = [9, index, NOISE_STREAM]
+            noise.annotate(np.random.default_rng(stream), shapes, 128, np.random.default_rng([*stream, WIDTH_STREAM]))
+        return list(calls)
+
+    fixed, ranged, other = centre_lines(0.3), centre_lines([0.3, 1.0]), centre_lines([0.5, 0.9])
+    assert len(fixed) >= 6 and len(fixed) == len(ranged) == len(other)
+    for (a, _), (b, _), (c, _) in zip(fixed, ranged, other):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert sum(s[2] is not None for shapes in scenes for s in shapes) > len(fixed)   # some left out
+    widths = lambda calls: np.array([w for _, w in calls])
+    assert not np.array_equal(widths(fixed), widths(ranged))
+
+
+@pytest.mark.parametrize("factor", [[0.8, 0.3], [0.0, 0.5], [-0.1, 0.5], [0.3], [0.3, 0.5, 0.9], "0.5",
+                                    ["a", 1.0], None, 0.0])
+def test_a_bad_width_factor_or_range_names_the_key(tmp_path, factor):
+    with pytest.raises(ValueError, match=r"noise\.cable_width_factor must be"):
+        generate(tmp_path / "bad", num_images=1, size=64, noise={"cable_width_factor": factor})
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_noise_names_the_field(tmp_path):

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vqi import FROM_CHECKOUT, PROJECT_ROOT
+from vqi.data.synthetic import width_factor_range
 
 CONFIG_DIR = PROJECT_ROOT / "conf" if FROM_CHECKOUT else Path(__file__).resolve().parent / "conf"
 """The checkout's `conf/`; in an installed wheel, the copy the build put inside the package."""
@@ -25,12 +26,16 @@ def default_root() -> Path:
     return PROJECT_ROOT if FROM_CHECKOUT else Path.cwd()
 
 
-def noise_tag(width_factor: float, offset_px: float, missing: float) -> str:
+def noise_tag(width_factor: Any, offset_px: float, missing: float) -> str:
     """Folder-name suffix of an annotation-noise setting: empty for no noise, so noise-free
-    data keeps its folder names and each noise setting gets folders of its own."""
-    if (float(width_factor), float(offset_px), float(missing)) == (1.0, 0.0, 0.0):
+    data keeps its folder names and each noise setting gets folders of its own. A width-factor
+    range [low, high] reads `w<low>-<high>` (`w0.3-1`), a fixed factor `w<f>`; [f, f] is f
+    (the same files), so no two settings that write different files share a folder."""
+    low, high = width_factor_range(width_factor)   # raises naming noise.cable_width_factor
+    if (low, high, float(offset_px), float(missing)) == (1.0, 1.0, 0.0, 0.0):
         return ""
-    return f"-noise-w{float(width_factor):g}-o{float(offset_px):g}-m{float(missing):g}"
+    width = f"{low:g}" if low == high else f"{low:g}-{high:g}"
+    return f"-noise-w{width}-o{float(offset_px):g}-m{float(missing):g}"
 
 
 def register_resolvers() -> None:
@@ -111,6 +116,16 @@ def _fits(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+NUMBER_OR_RANGE_KEYS = frozenset({"noise.cable_width_factor"})
+"""Keys that take a number or a [low, high] range of two numbers, whichever their default is."""
+
+
+def _number_or_range(value: Any) -> bool:
+    if isinstance(value, list):
+        return len(value) == 2 and all(v is not None and _fits(v, float) for v in value)
+    return _fits(value, float)
+
+
 def _open(default: dict, name: str) -> bool:
     """A mapping that takes new keys: an empty one (`serve.checkpoints: {}`), a class map, or the
     arguments of a `_target_` (checked by the call)."""
@@ -118,6 +133,10 @@ def _open(default: dict, name: str) -> bool:
 
 
 def _compare(value: Any, default: Any, key: str, errors: list[str]) -> None:
+    if key in NUMBER_OR_RANGE_KEYS:
+        if not _number_or_range(value):
+            errors.append(f"{key}: expected a number or a range [low, high] of two numbers, got {value!r}")
+        return
     kind = _expected(default)
     if kind is None:
         return

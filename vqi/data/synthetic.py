@@ -347,44 +347,85 @@ def cable_outline(curve: np.ndarray, width: float, size: int) -> np.ndarray | No
 
 NOISE_STREAM = 1
 """Third seed word of the noise generator: noise draws never touch the image's own stream."""
+WIDTH_STREAM = 2
+"""Fourth seed word of the width-factor generator (`[seed, index, NOISE_STREAM, WIDTH_STREAM]`):
+a factor drawn per cable leaves the noise stream's draws, and so every fixed-factor file, as
+they were before factors could be drawn."""
+
+
+def _number(key: str, value) -> float:
+    """`value` as a float, or a ValueError naming the config key `noise.<key>`."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"noise.{key} must be a number, got {value!r}")
+
+
+def width_factor_range(value) -> tuple[float, float]:
+    """`noise.cable_width_factor` as (low, high): a number f is (f, f); a sequence of two
+    numbers (a list, a tuple, Hydra's ListConfig) is a range to draw each cable's factor from."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        low = high = _number("cable_width_factor", value)
+    else:
+        items = list(value)
+        if len(items) != 2:
+            raise ValueError(f"noise.cable_width_factor must be a number or a range [low, high] of two "
+                             f"numbers, got {value!r}")
+        low, high = (_number("cable_width_factor", v) for v in items)
+    if not 0 < low <= high:
+        raise ValueError(f"noise.cable_width_factor must be > 0 (a range [low, high]: 0 < low <= high), "
+                         f"got {value!r}")
+    return low, high
 
 
 @dataclass(frozen=True)
 class AnnotationNoise:
     """How an annotator's cable labels differ from the truth (all off by default).
 
-    `cable_width_factor`: annotated width = factor x drawn width (at least 1 px);
+    `cable_width_factor`: annotated width = factor x drawn width (at least 1 px); a number, or
+    a range `[low, high]` that each cable's factor is drawn from uniformly, so the annotated
+    width does not tell how wide the cable truly is (a fixed factor does: width / factor);
     `cable_offset_px`: the annotated centre line is shifted sideways by up to this many px;
     `cable_missing`: the share of cable instances left unannotated.
     """
-    cable_width_factor: float = 1.0
+    cable_width_factor: float | tuple[float, float] = 1.0
     cable_offset_px: float = 0.0
     cable_missing: float = 0.0
 
     def __post_init__(self):
-        if not self.cable_width_factor > 0:
-            raise ValueError(f"noise.cable_width_factor must be > 0, got {self.cable_width_factor}")
+        low, high = width_factor_range(self.cable_width_factor)
+        object.__setattr__(self, "cable_width_factor", low if low == high else (low, high))
+        object.__setattr__(self, "cable_offset_px", _number("cable_offset_px", self.cable_offset_px))
+        object.__setattr__(self, "cable_missing", _number("cable_missing", self.cable_missing))
         if not self.cable_offset_px >= 0:
             raise ValueError(f"noise.cable_offset_px must be >= 0, got {self.cable_offset_px}")
         if not 0 <= self.cable_missing < 1:
             raise ValueError(f"noise.cable_missing must be in [0, 1), got {self.cable_missing}")
 
-    def annotate(self, rng: np.random.Generator, shapes, size: int) -> list[tuple[str, np.ndarray]]:
+    @property
+    def width_range(self) -> tuple[float, float]:
+        """(low, high) of the width factor; low == high for a fixed factor."""
+        return width_factor_range(self.cable_width_factor)
+
+    def annotate(self, rng: np.random.Generator, shapes, size: int,
+                 width_rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
         """The annotator's shapes [(label, polygon)] from the true ones [(label, polygon, Cable|None)].
 
-        Two draws per cable whatever the settings, so one seed leaves out the same cables and
-        shifts them the same way at every width factor (a dose-response compares like with like).
+        Two draws per cable from `rng` and one from `width_rng` whatever the settings, so one
+        seed leaves out the same cables and shifts them the same way at every width setting (a
+        dose-response compares like with like), and a fixed factor gives what it always gave.
         """
+        low, high = self.width_range
         out = []
         for label, polygon, cable in shapes:
             if cable is None:
                 out.append((label, polygon))
                 continue
             left_out, shift = rng.random(), rng.uniform(-1.0, 1.0)
+            factor = width_rng.uniform(low, high)   # exactly `low` when low == high
             if left_out < self.cable_missing:
                 continue
             curve = cable.curve + normals(cable.curve) * (shift * self.cable_offset_px)
-            outline = cable_outline(curve, max(1.0, self.cable_width_factor * cable.width), size)
+            outline = cable_outline(curve, max(1.0, factor * cable.width), size)
             if outline is not None:
                 out.append((label, outline))
         return out
@@ -480,7 +521,8 @@ def write_image(out_dir: Path, stem: str, seed: int, index: int, size: int,
     rng = np.random.default_rng([seed, index])
     image, shapes, distractors = render(rng, size)
     Image.fromarray(image).save(out_dir / f"{stem}.jpg", format="JPEG", quality=92)
-    annotated = noise.annotate(np.random.default_rng([seed, index, NOISE_STREAM]), shapes, size)
+    annotated = noise.annotate(np.random.default_rng([seed, index, NOISE_STREAM]), shapes, size,
+                               np.random.default_rng([seed, index, NOISE_STREAM, WIDTH_STREAM]))
     _write_json(out_dir / f"{stem}.json", labelme_document(rng, stem, image, annotated))
     truth = [(label, polygon) for label, polygon, _ in shapes] + [(DISTRACTOR, d) for d in distractors]
     _write_json(out_dir / TRUTH_DIR / f"{stem}.json", truth_document(stem, size, truth))
@@ -496,7 +538,7 @@ def _write_one(args: tuple) -> None:
 
 
 def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: int = 0,
-             noise: Mapping[str, float] | AnnotationNoise | None = None, workers: int | None = None) -> Path:
+             noise: Mapping[str, object] | AnnotationNoise | None = None, workers: int | None = None) -> Path:
     """Write `num_images` images + labelme JSONs (the annotation, with `noise`) into `out_dir`
     and their truth into `out_dir/truth/`, atomically (a temporary folder renamed at the end);
     an existing `out_dir` is reused as is, never rewritten.
@@ -513,7 +555,7 @@ def generate(out_dir: str | Path, num_images: int = 60, size: int = 320, seed: i
     if workers < 0:
         raise ValueError(f"data.generator.workers: need >= 0 (0 or 1: no worker processes), got {workers}")
     if not isinstance(noise, AnnotationNoise):
-        noise = AnnotationNoise(**{k: float(v) for k, v in dict(noise or {}).items()})
+        noise = AnnotationNoise(**dict(noise or {}))   # it checks and converts each value
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
