@@ -16,8 +16,9 @@ VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$
 .DEFAULT_GOAL := help
 SEEDS ?= 1 2 3 4 5
 STUDY_ARGS ?= 'xai_methods=[gradcam,hirescam]'
+BUDGET_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
 
-.PHONY: help install lock demo table1 table2 table3 paper study study-dose serve ui test test-all
+.PHONY: help install lock demo table1 table2 table3 paper study budget study-dose serve ui test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +65,9 @@ paper: table2 ## Both tables of the paper (reruns reuse finished stages)
 
 study: install ## Known-truth study: every arm on SEEDS (default 1-5) -> outputs/tables/study.md (resumes; STUDY_ARGS=overrides)
 	$(PY) scripts/study.py --seeds $(SEEDS) -- $(STUDY_ARGS)
+
+budget: install ## Review-budget curves: every ranker at budgets 0-100%, BUDGET_SEEDS (default 1-10), no retraining -> review_budget.*
+	$(PY) -m vqi.study budget --seeds $(BUDGET_SEEDS) -- experiment=$(EXPERIMENT) $(STUDY_ARGS)
 
 study-dose: install ## Dose-response: original, cam and dilate over annotation width factors 1.0 0.7 0.5 0.3 -> study_dose.md
 	$(PY) scripts/study.py --seeds $(SEEDS) --arms original cam dilate --width-factors 1.0 0.7 0.5 0.3 \

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from vqi import PROJECT_ROOT
 from vqi.config import compose_config
-from vqi.reporting.study import ARMS, paired, seed_values, study_table
+from vqi.study.tables import ARMS, paired, seed_values, study_table
 from vqi.reporting.tables import write_table
 
 CAM_ARMS = {"cam", "cam_oracle"}

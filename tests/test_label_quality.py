@@ -11,7 +11,7 @@ from vqi.augment import oracle, regions
 from vqi.augment.proposals import ENLARGE, PERPLEXED, Proposal
 from vqi.classes import CLASS_IDS
 from vqi.study.label_quality import LabelIoU, ProposalQuality, region_precision
-from vqi.reporting.study import paired, study_table
+from vqi.study.tables import paired, study_table
 
 B, C, L, D, V = 0, 1, 2, 5, 255   # background, cable, lattice, distractor / perplexed, void
 

@@ -1,0 +1,87 @@
+"""The review-budget table and figure over seeds: per ranker its mean budget curve with a 95% t
+band, its AUBC (mean and 95% t interval), its AUC for good proposals, and the paired AUBC
+differences the study asks about (cam − softmax, cam − cleanlab, cam − random, cam_fine − softmax)."""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from vqi.reporting.tables import Column, Table  # noqa: E402
+from vqi.study.tables import paired  # noqa: E402
+
+COMPARISONS = (("cam", "softmax"), ("cam", "cleanlab"), ("cam", "random"), ("cam_fine", "softmax"))
+"""Paired AUBC differences: what the explanation adds over the rankers that need none."""
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half width of its 95% t interval (NaN half width for one value)."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    if len(values) < 2:
+        return values[0], math.nan
+    return statistics.fmean(values), stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def budget_table(results: Mapping[int, dict], caption: str, notes: Sequence[str] = ()) -> Table:
+    """One row per ranker: label IoU at each budget (mean over seeds), AUBC ± 95% t, AUC per kind,
+    and one row per paired comparison of AUBC."""
+    first = next(iter(results.values()))
+    budgets, rankers = first["budgets"], list(first["rankers"])
+    columns = [*(Column(f"b{b:g}", f"B={100 * b:g}%", None) for b in budgets),
+               Column("aubc", "AUBC↑", "higher"), Column("ci", "95% CI"),
+               Column("auc_enlarge", "AUC enlarge↑", "higher", 3), Column("auc_unlabelled", "AUC unlabelled↑", "higher", 3)]
+    table = Table("Ranker", columns, caption=caption, notes=list(notes))
+    for name in rankers:
+        per_seed = [r["rankers"][name] for r in results.values() if name in r["rankers"]]
+        cells: dict[str, float | str] = {f"b{b:g}": statistics.fmean(s["curve"][i] for s in per_seed)
+                                         for i, b in enumerate(budgets)}
+        mean, half = mean_interval([s["aubc"] for s in per_seed])
+        cells.update(aubc=mean, ci=f"[{mean - half:.2f}, {mean + half:.2f}]" if math.isfinite(half) else "–")
+        for kind in ("enlarge", "unlabelled"):
+            cells[f"auc_{kind}"] = mean_interval([s["auc"][kind] for s in per_seed])[0]
+        table.rows.append((name, cells))
+    for a, b in COMPARISONS:
+        if a in rankers and b in rankers:
+            diff = paired(aubc_by_seed(results, a), aubc_by_seed(results, b))
+            if diff is not None:
+                table.notes.append(f"AUBC {a} − {b}: {diff.cell()} points over {diff.n} seeds "
+                                   f"({'CI excludes 0' if diff.excludes_zero else 'CI includes 0'}).")
+    return table
+
+
+def aubc_by_seed(results: Mapping[int, dict], ranker: str) -> dict[int, float]:
+    return {seed: r["rankers"][ranker]["aubc"] for seed, r in results.items() if ranker in r["rankers"]}
+
+
+def budget_figure(results: Mapping[int, dict], path: str | Path, title: str) -> Path:
+    """Label IoU against budget: a line (mean over seeds) and a 95% t band per ranker."""
+    first = next(iter(results.values()))
+    budgets = [100 * b for b in first["budgets"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in first["rankers"]:
+        curves = [r["rankers"][name]["curve"] for r in results.values() if name in r["rankers"]]
+        bands = [mean_interval([c[i] for c in curves]) for i in range(len(budgets))]
+        means = [m for m, _ in bands]
+        (line,) = ax.plot(budgets, means, marker="o", ms=3, label=name)
+        if len(curves) > 1:
+            ax.fill_between(budgets, [m - h for m, h in bands], [m + h for m, h in bands], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("budget: share of proposals reviewed (%)")
+    ax.set_ylabel(f"training-label {first['class_name']} IoU vs truth (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
