@@ -306,3 +306,29 @@ def test_an_unknown_ranker_names_the_key_and_the_choices(setup):
     processed, make = setup
     with pytest.raises(ValueError, match="augment.ranker: unknown ranker 'cams'; expected one of cam, cam_fine"):
         _run(make("augment.ranker=cams"))
+
+
+def test_budget_curves_start_at_the_labels_and_end_where_the_oracle_reviews_everything(setup, tmp_path):
+    """stage=budget on the tiny split: every ranker's curve starts at the split's label IoU and
+    ends at the same value, the one `stage=augment` reaches with the oracle reviewing every
+    proposal (a second code path: masks written to disk and measured there)."""
+    from vqi.stages import budget
+
+    processed, make = setup
+    _write_truth(processed)
+    common = ("augment.enlarge.k=1", "augment.enlarge.k_max=2")
+    cfg = make(*common, f"budget.output_dir={tmp_path / 'budget'}", "budget.budgets=[0,0.5,1]")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    with mlflow.start_run(experiment_id=experiment_id):
+        metrics = budget.run(cfg)
+    result = json.loads((tmp_path / "budget" / "budget.json").read_text())
+    assert set(result["rankers"]) == {"cam", "cam_fine", "softmax", "cleanlab", "random", "width"}
+    assert metrics["proposals"] == result["proposals"] > 0
+    full = _run(make(*common, "augment.policy=oracle"))
+    for r in result["rankers"].values():
+        assert r["curve"][0] == pytest.approx(100 * full["label_iou_cable/before"])
+        assert r["curve"][-1] == pytest.approx(100 * full["label_iou_cable/after"])
+    assert full["label_iou_cable/after"] > full["label_iou_cable/before"]   # the careful expert helps
+    for r in result["rankers"].values():
+        c = r["curve"]
+        assert r["aubc"] == pytest.approx(0.5 * (c[0] + c[1]) / 2 + 0.5 * (c[1] + c[2]) / 2)
