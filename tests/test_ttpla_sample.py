@@ -46,7 +46,7 @@ def prepared_sample(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "vqi.run", *args], cwd=tmp, capture_output=True, text=True,
                           env=cli_env(HYDRA_FULL_ERROR="1"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp / "data" / "processed" / "ttpla-500"
+    return tmp / "data" / "processed" / "ttpla-lists-500"   # split by the sample's lists
 
 
 def test_sample_masks_for_every_image_and_skip_reported(prepared_sample):
