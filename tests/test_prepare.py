@@ -176,6 +176,7 @@ def test_data_configs_compose(make_cfg, tmp_path):
         cfg = make_cfg(f"data={name}")
         assert cfg.data.image_size == 500 and cfg.data.void == "ignore" and cfg.data.on_error == "skip"
         assert cfg.data.processed_dir == str(tmp_path / "data" / "processed" / f"{name}-seed42-test0.2-val0.15-500")
+        assert "generator" not in cfg.data   # the demo's image count is synthetic.yaml's, not the experiment's
 
 
 def test_the_generated_data_folders_name_the_image_count_seed_size_and_noise(make_cfg, tmp_path):

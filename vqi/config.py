@@ -48,13 +48,16 @@ def split_tag(split_files: Any, split_seed: int, test_fraction: float, val_fract
 def register_resolvers() -> None:
     """`${vqi_root:}` is the absolute `default_root()`, so a checkout's paths never depend on
     the working directory; `${vqi_noise_tag:w,o,m}` and `${vqi_split_tag:files,seed,test,val}`
-    name data folders by their annotation noise and their split."""
+    name data folders by their annotation noise and their split; `${vqi_if:c,a,b}` is a if c
+    is set (not null, empty or false), else b."""
     if not OmegaConf.has_resolver("vqi_root"):
         OmegaConf.register_new_resolver("vqi_root", lambda: str(default_root()))
     if not OmegaConf.has_resolver("vqi_noise_tag"):
         OmegaConf.register_new_resolver("vqi_noise_tag", noise_tag)
     if not OmegaConf.has_resolver("vqi_split_tag"):
         OmegaConf.register_new_resolver("vqi_split_tag", split_tag)
+    if not OmegaConf.has_resolver("vqi_if"):
+        OmegaConf.register_new_resolver("vqi_if", lambda condition, then, otherwise: then if condition else otherwise)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
