@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from vqi.config import CONFIG_DIR, ConfigError, check_config, with_xai_method
+from vqi.stages import test as testing, train
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
@@ -59,6 +60,24 @@ def test_each_annotation_noise_setting_names_its_own_data_folders(make_cfg):
         assert realistic.data[key] != half.data[key] and realistic.data[key].count("-noise-w0.3-1-o1-m0.1") == 1
     with pytest.raises(Exception, match=r"noise\.cable_width_factor must be > 0 \(a range"):
         _ = make_cfg("noise.cable_width_factor=[0.8,0.3]").data.processed_dir
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ([], "demo"), (["data=ttpla"], "ttpla"), (["data=coco"], "coco"), (["data=ttpla", "data.name=ttpla-sample"], "ttpla-sample"),
+    (["experiment=paper"], "paper"), (["experiment=paper", "data=synthetic"], "paper"),
+    (["data=ttpla", "experiment_name=mine"], "mine"),
+], ids=["demo", "ttpla", "coco", "data-name", "paper", "paper-synthetic", "command-line"])
+def test_only_the_generated_demo_is_named_demo(make_cfg, tmp_path, overrides, name):
+    """Run names, figure titles and every per-experiment folder follow experiment_name: a run
+    on real data with the demo's settings shares none of them with the generated demo."""
+    cfg = make_cfg(*overrides)
+    assert cfg.experiment_name == name and cfg.tracking.experiment == f"vqi-{name}"
+    out = tmp_path / "outputs"
+    assert cfg.train.checkpoint_dir == str(out / "checkpoints" / name / "baseline")
+    assert cfg.test.output_dir == str(out / "test" / name / "baseline" / "test")
+    assert cfg.xai.maps_dir == str(out / "maps" / name / "baseline")
+    assert cfg.report.figures_dir == str(out / "figures" / name / "baseline")
+    assert train.run_name(cfg) == f"train-{name}-baseline" and testing.run_name(cfg) == f"test-{name}-baseline-test"
 
 
 def test_cli_refuses_a_wrong_type_before_reading_any_data(run_cli, tmp_path):

@@ -44,7 +44,7 @@ def test_wheel_runs_prepare_from_an_empty_folder(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import vqi.run, vqi.data.prepared as p; print(p.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120).stdout
     assert where.startswith(str(site / "vqi")), where
-    assert (work / "data" / "processed" / "synthetic-noise-w0.3-1-o1-m0.1-160" / "fingerprint.txt").is_file()
+    assert (work / "data" / "processed" / "synthetic-seed42-n4-s64-noise-w0.3-1-o1-m0.1-160" / "fingerprint.txt").is_file()
     client = MlflowClient(f"sqlite:///{work / 'outputs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id])
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith((work / "outputs").as_uri())

@@ -175,12 +175,40 @@ def test_data_configs_compose(make_cfg, tmp_path):
     for name in ("ttpla", "coco"):
         cfg = make_cfg(f"data={name}")
         assert cfg.data.image_size == 500 and cfg.data.void == "ignore" and cfg.data.on_error == "skip"
-        assert cfg.data.processed_dir == str(tmp_path / "data" / "processed" / f"{name}-500")
+        assert cfg.data.processed_dir == str(tmp_path / "data" / "processed" / f"{name}-seed42-test0.2-val0.15-500")
+        assert "generator" not in cfg.data   # the demo's image count is synthetic.yaml's, not the experiment's
+
+
+def test_the_generated_data_folders_name_the_image_count_seed_size_and_noise(make_cfg, tmp_path):
+    """A 60-image and a 200-image run (or two seeds) never share, and so never rebuild, one folder."""
+    processed = tmp_path / "data" / "processed"
+    demo = make_cfg()
+    assert demo.data.processed_dir == str(processed / "synthetic-seed42-n200-s320-noise-w0.3-1-o1-m0.1-160")
+    assert demo.data.labels_dir == str(tmp_path / "data" / "raw" / "synthetic-seed42-n200-s320-noise-w0.3-1-o1-m0.1")
+    others = [make_cfg("data.generator.num_images=60"), make_cfg("seed=1"), make_cfg("data.generator.size=640"),
+              make_cfg("noise=half_width"), make_cfg("data.image_size=96")]
+    folders = {demo.data.processed_dir, *(cfg.data.processed_dir for cfg in others)}
+    assert len(folders) == 1 + len(others)
+    assert others[0].data.processed_dir == str(processed / "synthetic-seed42-n60-s320-noise-w0.3-1-o1-m0.1-160")
+    assert make_cfg("noise=none").data.processed_dir == str(processed / "synthetic-seed42-n200-s320-160")
+
+
+def test_a_real_datasets_folder_names_its_split(make_cfg, tmp_path):
+    processed = tmp_path / "data" / "processed"
+    paper = make_cfg("experiment=paper")
+    assert paper.data.processed_dir == str(processed / "ttpla-seed42-test0.2-val0.1-500")
+    assert make_cfg("experiment=paper", "data.split_seed=7").data.processed_dir == str(
+        processed / "ttpla-seed7-test0.2-val0.1-500")
+    assert make_cfg("experiment=paper", "data.test_fraction=0.3").data.processed_dir == str(
+        processed / "ttpla-seed42-test0.3-val0.1-500")
+    assert make_cfg("data=ttpla", f"data.split_files={tmp_path}").data.processed_dir == str(processed / "ttpla-lists-500")
+    assert make_cfg("data=ttpla", "data.name=ttpla-sample").data.processed_dir == str(
+        processed / "ttpla-sample-seed42-test0.2-val0.15-500")
 
 
 def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
     proc = run_cli("stage=prepare", "data.generator.num_images=8", "data.preview_images=2")
-    out = tmp_path / "data" / "processed" / "synthetic-noise-w0.3-1-o1-m0.1-160"   # the demo's noise
+    out = tmp_path / "data" / "processed" / "synthetic-seed42-n8-s320-noise-w0.3-1-o1-m0.1-160"   # the demo's noise
     fingerprint = (out / "fingerprint.txt").read_text().strip()
     assert len(list(out.glob("masks/*/*.png"))) == 8 and "reused" not in proc.stdout + proc.stderr
     assert len(list(out.glob("masks_truth/*/*.png"))) == 8
@@ -202,7 +230,7 @@ def test_cli_prepare_end_to_end_with_mlflow(run_cli, tmp_path):
 @pytest.mark.slow
 def test_cli_rerun_reuses_and_force_rebuilds(run_cli, tmp_path):
     run_cli("stage=prepare", "data.generator.num_images=4")
-    mask = next((tmp_path / "data" / "processed" / "synthetic-noise-w0.3-1-o1-m0.1-160").glob("masks/*/*.png"))
+    mask = next((tmp_path / "data" / "processed" / "synthetic-seed42-n4-s320-noise-w0.3-1-o1-m0.1-160").glob("masks/*/*.png"))
     stamp = mask.stat().st_mtime_ns
     again = run_cli("stage=prepare", "data.generator.num_images=4")
     assert "up to date (fingerprint" in again.stdout + again.stderr and mask.stat().st_mtime_ns == stamp

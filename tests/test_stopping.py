@@ -10,7 +10,9 @@ from pathlib import Path
 from cli_factory import start_cli
 from mlflow.tracking import MlflowClient
 
-TMP_GLOB = ".synthetic-noise-*-160.tmp-*"   # the demo generates noisy annotations
+GENERATED = ["data.generator.num_images=300", "data.generator.size=64"]   # enough to catch prepare mid-build
+PROCESSED = "synthetic-seed42-n300-s64-noise-*-160"                         # their folder: the demo's noise
+TMP_GLOB = f".{PROCESSED}.tmp-*"
 
 
 def _start(tmp_path: Path, tmp_paths: list[str], *args: str) -> subprocess.Popen:
@@ -37,8 +39,7 @@ def runs(tmp_path: Path, stage: str | None = None):
 def start_prepare(tmp_path: Path, tmp_paths: list[str], *extra: str) -> subprocess.Popen:
     """`stage=prepare` on enough tiny generated images to catch it mid-build; returns once its
     temporary sibling of the prepared folder exists."""
-    proc = _start(tmp_path, tmp_paths, "stage=prepare", "data.generator.num_images=300",
-                  "data.generator.size=64", "data.preview_images=0", *extra)
+    proc = _start(tmp_path, tmp_paths, "stage=prepare", *GENERATED, "data.preview_images=0", *extra)
     processed = tmp_path / "data" / "processed"
     _wait_for(lambda: any(processed.glob(TMP_GLOB)), proc, "the prepared folder's temporary sibling")
     return proc
@@ -50,7 +51,7 @@ def test_sigterm_during_prepare_kills_the_run_and_removes_its_temporary_folder(t
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert "stopped by SIGTERM" in out
-    assert not list((tmp_path / "data" / "processed").glob(".synthetic-noise-*-160.*"))
+    assert not list((tmp_path / "data" / "processed").glob(f".{PROCESSED}.*"))
     (run,) = runs(tmp_path, "prepare")
     assert run.info.status == "KILLED" and run.data.tags["end_reason"] == "stopped by SIGTERM"
 
@@ -79,11 +80,10 @@ def test_a_later_run_closes_runs_and_removes_folders_of_a_process_killed_with_si
     (left,) = processed.glob(TMP_GLOB)
     (killed,) = runs(tmp_path, "prepare")
     assert killed.info.status == "RUNNING" and killed.data.tags["pid"] == str(proc.pid)
-    later = start_cli(tmp_path, "stage=prepare", "data.generator.num_images=4", "data.generator.size=64",
-                      "data.preview_images=0", *tmp_paths)
+    later = start_cli(tmp_path, "stage=prepare", *GENERATED, "data.preview_images=0", *tmp_paths)   # same folder
     out = later.communicate(timeout=300)[0]
     assert later.returncode == 0, out[-3000:]
-    assert not left.exists() and not list(processed.glob(".synthetic-noise-*-160.*"))
+    assert not left.exists() and not list(processed.glob(f".{PROCESSED}.*"))
     status = {r.info.run_id: r for r in runs(tmp_path, "prepare")}
     assert status[killed.info.run_id].info.status == "KILLED"
     assert f"process {proc.pid} on " in status[killed.info.run_id].data.tags["end_reason"]

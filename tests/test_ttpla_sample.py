@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from cli_factory import cli_env
+from mlflow.tracking import MlflowClient
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -34,8 +35,8 @@ def independent_class_masks(json_path, size=SIZE) -> dict[int, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def prepared_sample(tmp_path_factory):
-    """Run the CLI once, exactly as the acceptance command, with data/outputs in tmp."""
+def sample_run(tmp_path_factory):
+    """Run the CLI once, exactly as the acceptance command, with data/outputs in tmp: (tmp, process)."""
     import subprocess
     import sys
 
@@ -46,7 +47,24 @@ def prepared_sample(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "vqi.run", *args], cwd=tmp, capture_output=True, text=True,
                           env=cli_env(HYDRA_FULL_ERROR="1"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp / "data" / "processed" / "ttpla-500"
+    return tmp, proc
+
+
+@pytest.fixture(scope="module")
+def prepared_sample(sample_run):
+    return sample_run[0] / "data" / "processed" / "ttpla-lists-500"   # split by the sample's lists
+
+
+def test_a_real_data_run_is_not_named_or_logged_as_the_generated_demo(sample_run):
+    """Issue 24: no `demo` experiment or run name, no generator settings in prepare's log."""
+    tmp, proc = sample_run
+    log = proc.stdout + proc.stderr
+    assert "generated dataset" not in log and "num_images" not in log
+    client = MlflowClient(f"sqlite:///{tmp / 'outputs' / 'mlflow.db'}")
+    assert client.get_experiment_by_name("vqi-demo") is None
+    (run,) = client.search_runs([client.get_experiment_by_name("vqi-ttpla").experiment_id])
+    assert run.data.tags["experiment_name"] == "ttpla" and run.info.run_name == "prepare-ttpla-500"
+    assert not [k for k in run.data.params if k.startswith("data.generator")]
 
 
 def test_sample_masks_for_every_image_and_skip_reported(prepared_sample):

@@ -38,13 +38,27 @@ def noise_tag(width_factor: Any, offset_px: float, missing: float) -> str:
     return f"-noise-w{width}-o{float(offset_px):g}-m{float(missing):g}"
 
 
+def split_tag(split_files: Any, split_seed: int, test_fraction: float, val_fraction: float) -> str:
+    """Folder-name part of how a real dataset is split: `lists` (data.split_files) or the seeded
+    split's settings (`seed42-test0.2-val0.1`), so two splits never share a prepared folder."""
+    if split_files:
+        return "lists"
+    return f"seed{int(split_seed)}-test{float(test_fraction):g}-val{float(val_fraction):g}"
+
+
 def register_resolvers() -> None:
     """`${vqi_root:}` is the absolute `default_root()`, so a checkout's paths never depend on
-    the working directory; `${vqi_noise_tag:w,o,m}` names data folders by their annotation noise."""
+    the working directory; `${vqi_noise_tag:w,o,m}` and `${vqi_split_tag:files,seed,test,val}`
+    name data folders by their annotation noise and their split; `${vqi_if:c,a,b}` is a if c
+    is set (not null, empty or false), else b."""
     if not OmegaConf.has_resolver("vqi_root"):
         OmegaConf.register_new_resolver("vqi_root", lambda: str(default_root()))
     if not OmegaConf.has_resolver("vqi_noise_tag"):
         OmegaConf.register_new_resolver("vqi_noise_tag", noise_tag)
+    if not OmegaConf.has_resolver("vqi_split_tag"):
+        OmegaConf.register_new_resolver("vqi_split_tag", split_tag)
+    if not OmegaConf.has_resolver("vqi_if"):
+        OmegaConf.register_new_resolver("vqi_if", lambda condition, then, otherwise: then if condition else otherwise)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
