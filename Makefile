@@ -23,23 +23,23 @@ BUDGET_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Create .venv and install vqi (editable) with the dev extra, at the versions of requirements.lock
+install: $(VENV)/.installed ## Create .venv and install vqi (editable) with the dev and study extras, at the versions of requirements.lock
 
 # The lock pins every package the results depend on (CPython 3.11, Linux x86-64: what CI runs);
 # on another Python it cannot apply, so the install goes on unpinned and says so. LOCK= skips it.
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	@if [ -n "$(LOCK)" ] && $(PY) -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(LOCK_PYTHON)")'; then \
-	  echo "$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'"; $(PY) -m pip install -q -c $(LOCK) -e '.[dev]'; \
+	  echo "$(PY) -m pip install -q -c $(LOCK) -e '.[dev,study]'"; $(PY) -m pip install -q -c $(LOCK) -e '.[dev,study]'; \
 	else \
 	  echo "warning: $(if $(LOCK),$(LOCK) is for CPython $(LOCK_PYTHON) and this is $$($(PY) -V);) installing unpinned: results may differ from the README's"; \
-	  $(PY) -m pip install -q -e '.[dev]'; \
+	  $(PY) -m pip install -q -e '.[dev,study]'; \
 	fi
 	touch $@
 
 lock: install ## Re-resolve requirements.lock from pyproject.toml (deliberately: then re-measure the README's tables)
 	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra study --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --upgrade -o $(LOCK)
 
 demo: install ## The main command: every stage on the generated TTPLA-like data (CPU, minutes)
