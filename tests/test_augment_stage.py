@@ -317,7 +317,8 @@ def test_budget_curves_start_at_the_labels_and_end_where_the_oracle_reviews_ever
     processed, make = setup
     _write_truth(processed)
     common = ("augment.enlarge.k=1", "augment.enlarge.k_max=2")
-    cfg = make(*common, f"budget.output_dir={tmp_path / 'budget'}", "budget.budgets=[0,0.5,1]")
+    cfg = make(*common, f"budget.output_dir={tmp_path / 'budget'}", "budget.budgets=[0,0.5,1]",
+               "budget.thresholds={cam:[0.3]}")
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(experiment_id=experiment_id):
         metrics = budget.run(cfg)
@@ -329,6 +330,8 @@ def test_budget_curves_start_at_the_labels_and_end_where_the_oracle_reviews_ever
         assert r["curve"][0] == pytest.approx(100 * full["label_iou_cable/before"])
         assert r["curve"][-1] == pytest.approx(100 * full["label_iou_cable/after"])
     assert full["label_iou_cable/after"] > full["label_iou_cable/before"]   # the careful expert helps
+    no_expert = _run(make(*common, "augment.policy=threshold", "augment.accept_threshold=0.3", "augment.force=true"))
+    assert result["thresholds"]["cam"]["0.3"] == pytest.approx(100 * no_expert["label_iou_cable/after"])
     for r in result["rankers"].values():
         c = r["curve"]
         assert r["aubc"] == pytest.approx(0.5 * (c[0] + c[1]) / 2 + 0.5 * (c[1] + c[2]) / 2)

@@ -7,8 +7,12 @@ proposals in that ranker's order take their verdicts and the split's label IoU a
 is measured. Writes `<budget.output_dir>/budget.json`: per ranker its curve, AUBC (points), and
 how well its scores separate good proposals from bad (AUC, per kind).
 
-Config keys: `budget.*` (rankers, budgets, flip, class_name, output_dir), `augment.*` (checkpoint,
-method, split, thin_classes, enlarge.*, unlabelled.*, batch_size, oracle.seed), `seed`,
+It also measures the no-expert threshold policy per ranker of `budget.thresholds` (every
+proposal whose score is >= t accepted), from which the development seeds choose the study's
+thresholds.
+
+Config keys: `budget.*` (rankers, budgets, flip, class_name, thresholds, output_dir), `augment.*` (checkpoint,
+method, split, thin_classes, enlarge.*, unlabelled.*, unlabelled_label, batch_size, oracle.seed), `seed`,
 `data.processed_dir`, `model.fine_target_layer`, `paths.tables_dir`, `device`.
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ from omegaconf import DictConfig
 
 from vqi.augment import regions
 from vqi.augment.proposals import ENLARGE, UNLABELLED
+from vqi.augment.review import decide
 from vqi.classes import CLASS_IDS, CLASS_NAMES
 from vqi.config import build_ranker
 from vqi.data.coco import iter_image_annotations
@@ -89,10 +94,27 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update({f"auc_{kind}/{name}": v for kind, v in aucs.items() if not np.isnan(v)})
         log.info("budget: %-9s AUBC %.2f, label %s %.2f -> %.2f (B=0 -> 1), AUC enlarge %.3f, unlabelled %.3f",
                  name, result["rankers"][name]["aubc"], key, curve[0], curve[-1], aucs[ENLARGE], aucs[UNLABELLED])
+    result["thresholds"] = _threshold_policy(proposals, images, b.thresholds, int(a.enlarge.k), str(a.unlabelled_label), key)
     out = Path(b.output_dir) / "budget.json"
     write_json(out, result)
     mlflow.log_artifact(str(out))
     return {"proposals": len(proposals), **metrics}
+
+
+def _threshold_policy(proposals, images, grids, k: int, unlabelled_label: str, key: str) -> dict[str, dict[str, float]]:
+    """Per ranker of `grids` and threshold t: the label IoU (%) when every proposal whose score is
+    >= t is accepted at the proposed k, with no expert (`augment.policy=threshold`)."""
+    out = {}
+    for name, grid in grids.items():
+        if not proposals or name not in proposals[0].scores:
+            continue
+        for p in proposals:
+            p.score, p.k = p.scores[name], (k if p.kind == ENLARGE else None)
+        out[name] = {}
+        for t in grid:
+            decide(proposals, "threshold", float(t), unlabelled_label)
+            out[name][f"{float(t):g}"] = 100 * label_iou_after(images, proposals, dict(enumerate(CLASS_NAMES)))[key]
+    return out
 
 
 def _unproposed(processed: Path, split: str, truth_dir: Path, annotations: dict, done: set[str]) -> list[SplitImage]:
