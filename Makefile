@@ -16,9 +16,10 @@ VQI = $(PY) -m vqi.run experiment=$(EXPERIMENT) force=$(if $(filter 1 true yes,$
 .DEFAULT_GOAL := help
 SEEDS ?= 1 2 3 4 5
 STUDY_ARGS ?= 'xai_methods=[gradcam,hirescam]'
+PROTOCOL ?= conf/study/development.yaml
 BUDGET_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
 
-.PHONY: help install lock demo table1 table2 table3 paper study budget study-dose serve ui test test-all
+.PHONY: help install lock demo table1 table2 table3 paper study budget serve ui test test-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,15 +64,11 @@ table3: install ## Table III (can the explanations be trusted?): Table I's runs,
 paper: table2 ## Both tables of the paper (reruns reuse finished stages)
 	$(call SHOW,table1)
 
-study: install ## Known-truth study: every arm on SEEDS (default 1-5) -> outputs/tables/study.md (resumes; STUDY_ARGS=overrides)
-	$(PY) scripts/study.py --seeds $(SEEDS) -- $(STUDY_ARGS)
+study: install ## Known-truth study: every arm of PROTOCOL (default: the development seeds) -> outputs/tables/study_<protocol>.* (resumes)
+	$(PY) -m vqi.study arms --protocol $(PROTOCOL)
 
 budget: install ## Review-budget curves: every ranker at budgets 0-100%, BUDGET_SEEDS (default 1-10), no retraining -> review_budget.*
 	$(PY) -m vqi.study budget --seeds $(BUDGET_SEEDS) -- experiment=$(EXPERIMENT) $(STUDY_ARGS)
-
-study-dose: install ## Dose-response: original, cam and dilate over annotation width factors 1.0 0.7 0.5 0.3 -> study_dose.md
-	$(PY) scripts/study.py --seeds $(SEEDS) --arms original cam dilate --width-factors 1.0 0.7 0.5 0.3 \
-		--output-dir outputs/study-dose --table-name study_dose -- $(STUDY_ARGS)
 
 serve: install ## The inspection web app and review page on http://127.0.0.1:8000 (ARGS=serve.port=8080)
 	$(VQI) stage=serve

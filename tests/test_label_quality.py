@@ -1,5 +1,5 @@
 """Known-truth measures on hand-made masks whose answers are counted by hand: label IoU,
-accepted-proposal precision / recall, the oracle expert, and the study's paired statistics."""
+accepted-proposal precision / recall, and the study's paired statistics."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from vqi.augment import oracle, regions
-from vqi.augment.proposals import ENLARGE, PERPLEXED, Proposal
 from vqi.classes import CLASS_IDS
-from vqi.study.label_quality import LabelIoU, ProposalQuality, region_precision
+from vqi.study.label_quality import LabelIoU, ProposalQuality
 from vqi.study.tables import paired, study_table
 
 B, C, L, D, V = 0, 1, 2, 5, 255   # background, cable, lattice, distractor / perplexed, void
@@ -72,39 +70,6 @@ def test_nothing_accepted_has_undefined_precision():
     quality = ProposalQuality((C,))
     quality.update(mask, mask, mask)
     assert math.isnan(quality.metrics()["enlarge/precision"]) and math.isnan(quality.metrics()["perplexed/recall"])
-    assert math.isnan(region_precision(np.zeros((2, 2), bool), np.ones((2, 2), bool)))
-
-
-def _proposal(name: str, kind: str, region: np.ndarray) -> Proposal:
-    return Proposal(proposal_id=f"img/{name}", image="img", kind=kind,
-                    class_name="cable" if kind == ENLARGE else PERPLEXED, score=0.0,
-                    region=regions.encode(region), bbox=regions.bbox(region), area=int(region.sum()),
-                    annotation_id=1 if kind == ENLARGE else None, k=1 if kind == ENLARGE else None)
-
-
-def test_oracle_accepts_at_half_precision_and_flips_with_its_seed():
-    truth = masks_from(["cc..",
-                        "....",
-                        "dd.d",
-                        "...."])
-    ring_half = masks_from(["c.c.", "....", "....", "...."]) == C        # 1 of 2 truly cable -> accept
-    ring_low = masks_from(["c...", "c...", "c...", "...."]) == C          # 1 of 3 -> reject
-    blob = masks_from(["....", "....", "cccc", "...."]) == C              # 3 of 4 distractor -> accept
-    proposals = [_proposal("a", ENLARGE, ring_half), _proposal("b", ENLARGE, ring_low),
-                 _proposal("c", PERPLEXED, blob)]
-    oracle.decide(proposals, lambda stem: truth, CLASS_IDS)
-    assert [p.decision for p in proposals] == ["accept", "reject", "accept"]
-    oracle.decide(proposals, lambda stem: truth, CLASS_IDS, flip=1.0, seed=3)
-    assert [p.decision for p in proposals] == ["reject", "accept", "reject"]
-    assert all("flipped" in p.note for p in proposals)
-    half = [_proposal(str(i), ENLARGE, ring_half) for i in range(400)]
-    oracle.decide(half, lambda stem: truth, CLASS_IDS, flip=0.25, seed=7)
-    again = [_proposal(str(i), ENLARGE, ring_half) for i in range(400)]
-    oracle.decide(again, lambda stem: truth, CLASS_IDS, flip=0.25, seed=7)
-    flipped = sum(p.decision == "reject" for p in half)
-    assert [p.decision for p in half] == [p.decision for p in again] and 60 < flipped < 140
-    with pytest.raises(ValueError, match="augment.oracle.flip"):
-        oracle.decide(half, lambda stem: truth, CLASS_IDS, flip=1.5)
 
 
 def test_paired_difference_and_t_interval_by_hand():
@@ -121,13 +86,14 @@ def test_paired_difference_and_t_interval_by_hand():
 
 def test_study_table_rows_and_deltas():
     def record(seed, arm, cable):
-        return {"seed": seed, "width_factor": 0.5, "arm": arm,
+        return {"seed": seed, "arm": arm,
                 "metrics": {"truth/iou_cable": cable, "iou_cable": cable, "truth/iou_overall": 0.5,
                             "iou_overall": 0.5}}
     records = [record(s, "original", 0.10 + 0.01 * s) for s in (1, 2, 3)]
     records += [record(s, "dilate", 0.12 + 0.01 * s) for s in (1, 2, 3)]
-    table, deltas = study_table(records, "caption")
+    arms = {"original": "Original (annotation as is)", "dilate": "Blind dilation (no explanation)", "truth": "Truth"}
+    table, deltas = study_table(records, arms, "caption")
     assert [name for name, _ in table.rows] == ["Original (annotation as is)", "Blind dilation (no explanation)"]
-    delta = deltas[(0.5, "dilate")]["truth/iou_cable"]
+    delta = deltas["dilate"]["truth/iou_cable"]
     assert delta.mean == pytest.approx(2.0) and delta.std == pytest.approx(0.0, abs=1e-9)
-    assert "+2.00 ± 0.00" in table.markdown() and deltas[(0.5, "original")]["truth/iou_cable"] is None
+    assert "+2.00 ± 0.00" in table.markdown() and deltas["original"]["truth/iou_cable"] is None

@@ -1,28 +1,46 @@
-"""`python -m vqi.study budget --seeds 1 2 3 -- <Hydra overrides>`: the review-budget study
-(docs/study.md). Stopping it (SIGTERM, Ctrl-C) stops the running stage too; rerunning resumes."""
+"""The known-truth studies (docs/study.md). Stopping one (SIGTERM, Ctrl-C) stops its running
+stage too; rerunning the same command resumes.
+
+    python -m vqi.study arms --protocol conf/study/development.yaml      # make study
+    python -m vqi.study budget --seeds 1 2 3 -- experiment=demo          # make budget
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from vqi import PROJECT_ROOT
+from vqi.study.arm_study import load_protocol, run_arm_study
 from vqi.study.budget_study import run_budget_study
+
+OUTPUTS = PROJECT_ROOT / "outputs"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m vqi.study", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vqi.study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    arms = sub.add_parser("arms", help="every arm of a protocol on its seeds, retrained -> <name>.{md,csv,tex}")
+    arms.add_argument("--protocol", type=Path, required=True, help="a protocol yaml (conf/study/*.yaml)")
+    arms.add_argument("--output-dir", type=Path, default=None, help="default: outputs/study-<protocol name>")
+    arms.add_argument("--tables-dir", type=Path, default=OUTPUTS / "tables")
+    arms.add_argument("--name", default=None, help="the table's file stem (default: study_<protocol name>)")
     budget = sub.add_parser("budget", help="budget curves per seed (no retraining) -> review_budget.{md,csv,tex,png}")
     budget.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
-    budget.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "outputs" / "study-budget")
-    budget.add_argument("--tables-dir", type=Path, default=PROJECT_ROOT / "outputs" / "tables")
-    budget.add_argument("--figures-dir", type=Path, default=PROJECT_ROOT / "outputs" / "figures")
+    budget.add_argument("--output-dir", type=Path, default=OUTPUTS / "study-budget")
+    budget.add_argument("--tables-dir", type=Path, default=OUTPUTS / "tables")
+    budget.add_argument("--figures-dir", type=Path, default=OUTPUTS / "figures")
     budget.add_argument("--name", default="review_budget", help="the table's and figure's file stem")
     budget.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
+    if args.command == "arms":
+        stem = args.protocol.stem
+        output_dir = (args.output_dir or OUTPUTS / f"study-{stem}").resolve()
+        run_arm_study(load_protocol(args.protocol), output_dir, args.tables_dir, args.name or f"study_{stem}")
+        return
     results = run_budget_study(args.seeds, args.overrides, args.output_dir.resolve(), args.tables_dir,
                                args.figures_dir, args.name)
-    print(f"review budget: {len(results)} seeds; table {args.tables_dir / args.name}.md")
+    print(f"review budget: {len(results)} seeds")
     print((args.tables_dir / f"{args.name}.md").read_text())
 
 

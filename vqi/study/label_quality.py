@@ -87,9 +87,3 @@ class ProposalQuality:
         """`<kind>/precision`, `<kind>/recall`, `<kind>/pixels`, `<kind>/missed_pixels`."""
         return {f"{kind}/{k}": v for kind, counts in (("enlarge", self.enlarge), ("perplexed", self.perplexed))
                 for k, v in counts.as_dict().items()}
-
-
-def region_precision(region: np.ndarray, true: np.ndarray) -> float:
-    """|region ∩ true| / |region| (NaN for an empty region): what the oracle expert judges."""
-    size = int(region.sum())
-    return float((region & true).sum()) / size if size else math.nan

@@ -16,16 +16,6 @@ from scipy import stats
 
 from vqi.reporting.tables import Column, Table
 
-ARMS = {
-    "original": "Original (annotation as is)",
-    "cam": "CAM proposals, threshold policy",
-    "cam_oracle": "CAM proposals, oracle expert",
-    "dilate": "Blind dilation (no explanation)",
-    "random_cam": "Random-CAM proposals, threshold policy",
-    "truth": "Upper bound: trained on truth",
-}
-"""Arm name -> row label, in table order."""
-
 MEANS = (
     Column("truth/iou_cable", "cable vs truth", "higher", 1),
     Column("truth/iou_overall", "Overall vs truth", "higher", 1),
@@ -87,27 +77,25 @@ def seed_values(records: Sequence[dict], key: str) -> dict[int, float]:
     return out
 
 
-def study_table(records: Sequence[dict], caption: str, notes: Sequence[str] = ()) -> tuple[Table, dict]:
-    """The table (one row per width factor and arm) and the paired statistics behind its Δ cells:
-    {(width_factor, arm): {metric: Paired}}."""
-    factors = sorted({r["width_factor"] for r in records}, reverse=True)
+def study_table(records: Sequence[dict], arms: Mapping[str, str], caption: str,
+                notes: Sequence[str] = ()) -> tuple[Table, dict]:
+    """The table (one row per arm of `arms`, name -> row label, in that order) and the paired
+    statistics behind its Δ cells: {arm: {metric: Paired}}."""
     columns = [Column("seeds", "seeds", None, 0), *MEANS, *(Column(f"delta/{k}", label) for k, label in DELTAS)]
     table = Table("Arm", columns, caption=caption, notes=list(notes))
     deltas: dict = {}
-    for factor in factors:
-        original = [r for r in records if r["width_factor"] == factor and r["arm"] == "original"]
-        for arm, label in ARMS.items():
-            rows = [r for r in records if r["width_factor"] == factor and r["arm"] == arm]
-            if not rows:
-                continue
-            cells: dict[str, float | str] = {"seeds": float(len(rows))}
-            for col in MEANS:
-                values = seed_values(rows, col.key)
-                cells[col.key] = statistics.fmean(values.values()) if values else math.nan
-            for key, _ in DELTAS:
-                result = None if arm == "original" else paired(seed_values(rows, key), seed_values(original, key))
-                deltas.setdefault((factor, arm), {})[key] = result
-                cells[f"delta/{key}"] = result.cell() if result else "–"
-            name = label if len(factors) == 1 else f"{label}, width factor {factor:g}"
-            table.rows.append((name, cells))
+    original = [r for r in records if r["arm"] == "original"]
+    for arm, label in arms.items():
+        rows = [r for r in records if r["arm"] == arm]
+        if not rows:
+            continue
+        cells: dict[str, float | str] = {"seeds": float(len(rows))}
+        for col in MEANS:
+            values = seed_values(rows, col.key)
+            cells[col.key] = statistics.fmean(values.values()) if values else math.nan
+        for key, _ in DELTAS:
+            result = None if arm == "original" else paired(seed_values(rows, key), seed_values(original, key))
+            deltas.setdefault(arm, {})[key] = result
+            cells[f"delta/{key}"] = result.cell() if result else "–"
+        table.rows.append((label, cells))
     return table, deltas
