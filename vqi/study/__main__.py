@@ -3,15 +3,18 @@ stage too; rerunning the same command resumes.
 
     python -m vqi.study arms --protocol conf/study/development.yaml      # make study
     python -m vqi.study budget --seeds 1 2 3 -- experiment=demo          # make budget
+    python -m vqi.study design --seeds 1 2 3 -- experiment=demo          # settings from dev seeds
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from vqi import PROJECT_ROOT
 from vqi.study.arm_study import load_protocol, run_arm_study
-from vqi.study.budget_study import run_budget_study
+from vqi.study.budget_study import finished_results, run_budget_study
+from vqi.study.design import choose_settings
 
 OUTPUTS = PROJECT_ROOT / "outputs"
 
@@ -32,7 +35,16 @@ def main() -> None:
     budget.add_argument("--figures-dir", type=Path, default=OUTPUTS / "figures")
     budget.add_argument("--name", default="review_budget", help="the table's and figure's file stem")
     budget.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    design = sub.add_parser("design", help="a protocol's settings chosen on development seeds' budget curves")
+    design.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    design.add_argument("--output-dir", type=Path, default=OUTPUTS / "study-budget")
+    design.add_argument("overrides", nargs="*", help="the budget study's Hydra overrides")
     args = parser.parse_args()
+    if args.command == "design":
+        settings, why = choose_settings(finished_results(args.seeds, args.overrides, args.output_dir.resolve()))
+        print("\n".join(why))
+        print("settings:", json.dumps(settings))
+        return
     if args.command == "arms":
         stem = args.protocol.stem
         output_dir = (args.output_dir or OUTPUTS / f"study-{stem}").resolve()

@@ -31,13 +31,28 @@ def seed_result(folder: Path, common: list[str]) -> Path:
     return Path(compose_config(["stage=budget", *common]).budget.output_dir) / "budget.json"
 
 
+def seed_folder_and_overrides(output_dir: Path, seed: int, overrides: list[str]) -> tuple[Path, list[str]]:
+    folder = output_dir / f"seed{seed}"
+    return folder, [f"seed={seed}", f"paths.output_dir={folder}", f"paths.data_dir={folder / 'data'}", *overrides]
+
+
+def finished_results(seeds: list[int], overrides: list[str], output_dir: Path) -> dict[int, dict]:
+    """The budget.json of every seed given; an unfinished seed is an error naming it."""
+    results = {}
+    for seed in seeds:
+        path = seed_result(*seed_folder_and_overrides(output_dir, seed, overrides))
+        if not path.is_file():
+            raise SystemExit(f"seed {seed} has no budget curves yet ({path}): run the budget study first")
+        results[seed] = json.loads(path.read_text())
+    return results
+
+
 def run_budget_study(seeds: list[int], overrides: list[str], output_dir: Path, tables_dir: Path,
                      figures_dir: Path, name: str = "review_budget") -> dict[int, dict]:
     check_settings(output_dir, {"kind": "budget", "overrides": overrides})
     results, started = {}, time.time()
     for seed in seeds:
-        folder = output_dir / f"seed{seed}"
-        common = [f"seed={seed}", f"paths.output_dir={folder}", f"paths.data_dir={folder / 'data'}", *overrides]
+        folder, common = seed_folder_and_overrides(output_dir, seed, overrides)
         result = seed_result(folder, common)
         if not result.is_file():
             print(f"[{time.time() - started:6.0f}s] seed {seed}: baseline and Table I", flush=True)
