@@ -72,10 +72,10 @@ def test_decisions_round_trip_through_a_coco_file_the_expert_edited(setup, tmp_p
     proposals = read_review(review_file)
     doc = exchange.to_coco(proposals, split, _mask_of(processed))
     enlarge = [p.proposal_id for p in proposals if p.kind == "enlarge"]
-    perplexed = [p.proposal_id for p in proposals if p.kind == "perplexed"]
+    unlabelled = [p.proposal_id for p in proposals if p.kind == "unlabelled"]
     edited = copy.deepcopy(doc)  # what the expert does in the tool:
     edited["annotations"] = [a for a in edited["annotations"]  # deletes one proposal
-                             if a.get("attributes", {}).get("proposal_id") != perplexed[0]]
+                             if a.get("attributes", {}).get("proposal_id") != unlabelled[0]]
     for a in edited["annotations"]:
         pid = a.get("attributes", {}).get("proposal_id")
         if pid == enlarge[0]:
@@ -84,11 +84,11 @@ def test_decisions_round_trip_through_a_coco_file_the_expert_edited(setup, tmp_p
             a["attributes"]["accepted"] = False              # unticks one
     coco = _coco(tmp_path / "edited.json", edited)  # still valid COCO for pycocotools
     decisions = exchange.decisions_from_coco(coco.dataset, proposals, "edited.json")
-    assert decisions[perplexed[0]].decision == "reject"
+    assert decisions[unlabelled[0]].decision == "reject"
     assert decisions[enlarge[0]] == exchange.Decision("accept", 4)
     assert decisions[enlarge[1]].decision == "reject"
-    assert all(decisions[i].decision == "pending" for i in perplexed[1:])  # kept, unmarked: as they were
-    assert exchange.decisions_from_coco(coco.dataset, proposals, "e", unmarked="accept")[perplexed[1]].decision == "accept"
+    assert all(decisions[i].decision == "pending" for i in unlabelled[1:])  # kept, unmarked: as they were
+    assert exchange.decisions_from_coco(coco.dataset, proposals, "e", unmarked="accept")[unlabelled[1]].decision == "accept"
     changed = exchange.apply_decisions(proposals, decisions, "expert")
     assert changed == 3 and {p.decided_by for p in proposals if p.decision != "pending"} == {"expert"}
     bad = copy.deepcopy(edited)

@@ -251,12 +251,12 @@ def test_review_list_and_accept(client, root, review):
 def test_review_edits_merge_per_row_and_survive_restart(client, root, review):
     rows = {p["proposal_id"]: p for p in client.get("/api/review").get_json()["proposals"]}
     enlarge = next(p for p in rows.values() if p["kind"] == "enlarge")
-    perplexed = next(p for p in rows.values() if p["kind"] == "perplexed")
+    unlabelled = next(p for p in rows.values() if p["kind"] == "unlabelled")
     # two tabs loaded the same list; each edits its own row: both land
     assert client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
                                             "decision": "accept", "k": 4}).status_code == 200
-    assert client.post("/api/review", json={"proposal_id": perplexed["proposal_id"],
-                                            "version": perplexed["version"], "decision": "reject"}).status_code == 200
+    assert client.post("/api/review", json={"proposal_id": unlabelled["proposal_id"],
+                                            "version": unlabelled["version"], "decision": "reject"}).status_code == 200
     # the second tab edits the first row from its stale copy: refused with the current row
     stale = client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
                                              "decision": "reject"})
@@ -266,7 +266,7 @@ def test_review_edits_merge_per_row_and_survive_restart(client, root, review):
     fresh = make_app(root).test_client()
     now = {p["proposal_id"]: p for p in fresh.get("/api/review").get_json()["proposals"]}
     assert (now[enlarge["proposal_id"]]["decision"], now[enlarge["proposal_id"]]["k"]) == ("accept", 4)
-    assert now[perplexed["proposal_id"]]["decision"] == "reject"
+    assert now[unlabelled["proposal_id"]]["decision"] == "reject"
 
 
 def test_concurrent_edits_of_different_rows_all_persist(root, review):
@@ -289,15 +289,15 @@ def test_concurrent_edits_of_different_rows_all_persist(root, review):
 
 def test_review_bad_updates(client, root, review):
     rows = client.get("/api/review").get_json()["proposals"]
-    perplexed = next(p for p in rows if p["kind"] == "perplexed")
+    unlabelled = next(p for p in rows if p["kind"] == "unlabelled")
     enlarge = next(p for p in rows if p["kind"] == "enlarge")
     base = {"proposal_id": enlarge["proposal_id"], "version": enlarge["version"]}
     assert_plain_error(client.post("/api/review", json={**base, "decision": "maybe"}), 400, "decision")
     assert_plain_error(client.post("/api/review", json={**base, "k": -1}), 400, "'k'")
     assert_plain_error(client.post("/api/review", json={**base, "k": "3; rm -rf /"}), 400, "'k'")
     assert_plain_error(client.post("/api/review", json={**base, "note": "x" * 501}), 400, "note")
-    assert_plain_error(client.post("/api/review", json={"proposal_id": perplexed["proposal_id"],
-                                                        "version": perplexed["version"], "k": 3}), 400, "only enlargements")
+    assert_plain_error(client.post("/api/review", json={"proposal_id": unlabelled["proposal_id"],
+                                                        "version": unlabelled["version"], "k": 3}), 400, "only enlargements")
     assert_plain_error(client.post("/api/review", json={**base, "proposal_id": "../../etc/passwd"}), 404, "no proposal")
     assert_plain_error(client.post("/api/review", data="decision=accept"), 400, "JSON object")
     assert_plain_error(client.post("/api/review", json={"decision": "accept"}), 400, "proposal_id")
@@ -340,7 +340,7 @@ def test_review_panels_and_traversal(client, root, review):
     finally:
         panel.unlink()
     assert_plain_error(client.get("/api/review/panel", query_string={"id": "../../../etc/passwd"}), 404)
-    evil = Proposal("x/perplexed/0", "../../ckpt/best", "perplexed", "perplexed", 0.5, "PPYo1", [0, 0, 1, 1], 1)
+    evil = Proposal("x/unlabelled-cable/0", "../../ckpt/best", "unlabelled", "cable", 0.5, "PPYo1", [0, 0, 1, 1], 1)
     write_review(root / "review" / "review.csv", [evil])
     assert_plain_error(client.get("/api/review/panel", query_string={"id": evil.proposal_id}), 400, "plain file name")
 
@@ -368,9 +368,9 @@ def test_review_paging_filters_and_sort(client, root, review):
     assert everything["total"] == everything["matched"] == len(review) and everything["limit"] is None
     page = client.get("/api/review", query_string={"limit": 2, "offset": 1}).get_json()
     assert [p["proposal_id"] for p in page["proposals"]] == review[1:3] and page["matched"] == len(review)
-    kinds = client.get("/api/review", query_string={"kind": "perplexed"}).get_json()
-    assert kinds["matched"] == sum("perplexed" in i for i in review) > 0
-    assert {p["kind"] for p in kinds["proposals"]} == {"perplexed"}
+    kinds = client.get("/api/review", query_string={"kind": "unlabelled"}).get_json()
+    assert kinds["matched"] == sum("unlabelled" in i for i in review) > 0
+    assert {p["kind"] for p in kinds["proposals"]} == {"unlabelled"}
     by_area = client.get("/api/review", query_string={"sort": "area", "order": "desc"}).get_json()["proposals"]
     assert [p["area"] for p in by_area] == sorted((p["area"] for p in by_area), reverse=True)
     assert client.get("/api/review", query_string={"class": "cable"}).get_json()["facets"]["classes"] == \
