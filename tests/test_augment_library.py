@@ -11,7 +11,7 @@ from vqi.augment import regions
 from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import (ACCEPT, PENDING, REJECT, UNLABELLED, EnlargeRule, UnlabelledRule,
                                    label_choices, propose_enlargements, propose_unlabelled)
-from vqi.augment.review import ReviewFileError, decide, read_review, write_review
+from vqi.augment.review import MalformedRow, ReviewFileError, decide, parse_rows, read_review, write_review
 from vqi.augment.review_page import sheet_tiles, write_review_page
 from vqi.augment.sheets import save_sheet
 from vqi.classes import PERPLEXED as PERPLEXED_ID
@@ -51,7 +51,7 @@ def test_every_thin_instance_with_background_around_it_is_proposed():
     boxed = np.full((40, 40), 2, np.uint8)      # an instance with no background around it: nothing to grow into
     boxed[10, 5:35] = 1
     assert propose_enlargements("a", boxed, [(7, cable)], "cable", EnlargeRule()) == []
-    with pytest.raises(ValueError, match="k <= k_max"):
+    with pytest.raises(ValueError, match="k <= k_max <= 50"):
         EnlargeRule(k=4, k_max=3)
 
 
@@ -130,17 +130,8 @@ def test_offline_review_page_has_a_legend_and_no_absolute_path(tmp_path):
         assert words in text
 
 
-@pytest.mark.parametrize("column,value,message", [
-    ("decision", "maybe", "field 'decision'"),
-    ("k", "-1", "field 'k'"),
-    ("k", "two", "field 'k'"),
-    ("kind", "grow", "field 'kind'"),
-])
-def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, message):
-    mask, cable, _ = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
-    path = tmp_path / "review.csv"
-    write_review(path, props)
+def _edit_row(path, column, value):
+    """Set `column` of the file's first row to `value`, as a spreadsheet would."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     rows[0][column] = value
@@ -148,7 +139,45 @@ def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, mes
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("decision", "maybe", "field 'decision'"),
+    ("k", "-1", "field 'k'"),
+    ("k", "two", "field 'k'"),
+    ("kind", "grow", "field 'kind'"),
+    ("k", "1" + "0" * 30, r"field 'k' must be from 0 to 50, got '1000"),     # an absurd k: minutes of dilation
+    ("bbox", "[1e400, 0, 1, 1]", "field 'bbox' must be"),                     # overflows a float
+    ("bbox", "[" * 100_000 + "]" * 100_000, r"field 'bbox' must be .*\(200000 chars\)"),   # recursion
+    ("bbox", "[1, 2, 3]", "field 'bbox' must be"),
+    ("score", "1e400", "field 'score' must be a finite number or nan"),
+])
+def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, message):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    _edit_row(path, column, value)
     with pytest.raises(ReviewFileError, match=rf"review.csv, row 2: {message}"):
+        read_review(path)
+
+
+def test_a_malformed_row_is_kept_as_written_when_the_file_is_rewritten(tmp_path):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    props += propose_enlargements("b", mask, [(7, cable)], "cable", EnlargeRule())
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    _edit_row(path, "bbox", "[1e400, 0, 1, 1]")     # overflows a float
+    lines = path.read_text().splitlines()
+    with path.open(newline="") as handle:
+        rows = parse_rows(handle, path)
+    assert isinstance(rows[0], MalformedRow) and rows[0].row == 2 and "field 'bbox'" in rows[0].error
+    assert rows[1] == props[1]
+    rows[1].decision = ACCEPT
+    write_review(path, rows)
+    assert path.read_text().splitlines()[1] == lines[1]      # the bad row as the user left it
+    with pytest.raises(ReviewFileError, match="row 2: field 'bbox'"):
         read_review(path)
 
 
