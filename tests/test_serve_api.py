@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import threading
@@ -276,7 +277,8 @@ def test_concurrent_edits_of_different_rows_all_persist(root, review):
 
     def accept(row):
         results.append(app.test_client().post("/api/review", json={
-            "proposal_id": row["proposal_id"], "version": row["version"], "decision": "accept"}).status_code)
+            "proposal_id": row["proposal_id"], "version": row["version"], "decision": "accept",
+            "label": row["label_choices"][0]}).status_code)
 
     threads = [threading.Thread(target=accept, args=(row,)) for row in rows]
     for t in threads:
@@ -285,6 +287,55 @@ def test_concurrent_edits_of_different_rows_all_persist(root, review):
         t.join()
     assert results == [200] * len(rows)
     assert {p.decision for p in read_review(root / "review" / "review.csv")} == {"accept"}
+
+
+def test_an_unlabelled_region_is_accepted_only_with_a_label_it_may_take(root, review):
+    client = make_app(root).test_client()
+    rows = {p["proposal_id"]: p for p in client.get("/api/review").get_json()["proposals"]}
+    first, second = [p for p in rows.values() if p["kind"] == "unlabelled"][:2]
+    enlarge = next(p for p in rows.values() if p["kind"] == "enlarge")
+    assert (first["label"], first["label_choices"]) == ("", ["cable", "perplexed"])
+    assert (enlarge["label"], enlarge["label_choices"]) == ("cable", ["cable"])
+    path = root / "review" / "review.csv"
+    before = path.read_bytes()
+    base = {"proposal_id": first["proposal_id"], "version": first["version"]}
+    assert_plain_error(client.post("/api/review", json={**base, "decision": "accept"}), 400,
+                       first["proposal_id"], "field 'label' is empty but the decision is accept", "cable or perplexed")
+    assert_plain_error(client.post("/api/review", json={**base, "label": "tower_lattice"}), 400,
+                       "field 'label' must be one of cable, perplexed")
+    assert_plain_error(client.post("/api/review", json={**base, "label": ["cable"]}), 400, "field 'label'")
+    assert_plain_error(client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
+                                                        "label": "perplexed"}), 400, "field 'label' must be one of cable,")
+    assert path.read_bytes() == before            # nothing refused was written
+    chosen = client.post("/api/review", json={**base, "label": "perplexed"})   # chosen first, accepted later
+    assert chosen.status_code == 200 and (chosen.get_json()["label"], chosen.get_json()["decision"]) == ("perplexed", "pending")
+    accepted = client.post("/api/review", json={**base, "version": chosen.get_json()["version"], "decision": "accept"})
+    assert accepted.status_code == 200 and accepted.get_json()["decided_by"] == "expert"
+    both = client.post("/api/review", json={"proposal_id": second["proposal_id"], "version": second["version"],
+                                            "decision": "accept", "label": "cable"})    # or both at once
+    assert both.status_code == 200
+    stored = {p.proposal_id: p for p in read_review(path)}
+    assert (stored[first["proposal_id"]].decision, stored[first["proposal_id"]].label) == ("accept", "perplexed")
+    assert (stored[second["proposal_id"]].decision, stored[second["proposal_id"]].label) == ("accept", "cable")
+    # an accepted region keeps a label: clearing it is refused, changing it is the expert's decision
+    assert_plain_error(client.post("/api/review", json={"proposal_id": second["proposal_id"],
+                                                        "version": both.get_json()["version"], "label": ""}), 400, "'label'")
+
+
+def test_k_is_bounded_by_the_configured_k_max(root, review):
+    client = make_app(root, k_max=3, annotations_file=root / "processed" / "annotations" / "train.json").test_client()
+    data = client.get("/api/review").get_json()
+    assert data["k_max"] == 3
+    enlarge = next(p for p in data["proposals"] if p["kind"] == "enlarge")
+    base = {"proposal_id": enlarge["proposal_id"], "version": enlarge["version"]}
+    assert_plain_error(client.post("/api/review", json={**base, "k": 4}), 400, "field 'k' must be an integer from 0 to 3")
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": enlarge["proposal_id"], "k": 4}), 400,
+                       "from 0 to 3")
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": enlarge["proposal_id"], "k": "9" * 5000}),
+                       400, "'k'")
+    assert client.get("/api/review/panel", query_string={"id": enlarge["proposal_id"], "k": 3}).status_code == 200
+    assert client.post("/api/review", json={**base, "k": 3}).status_code == 200
+    assert "max: kMax" in client.get("/review").get_data(as_text=True)   # the page's k box takes its bound
 
 
 def test_review_bad_updates(client, root, review):
@@ -413,6 +464,58 @@ def test_review_field_longer_than_csv_default_limit_is_read(client, root, review
     write_review(root / "review" / "review.csv", proposals)
     response = client.get("/api/review")
     assert response.status_code == 200 and response.get_json()["proposals"][0]["note"] == "n" * 200_000
+
+
+def _tamper(path: Path, changes: dict[int, dict[str, str]]) -> None:
+    """Set fields of rows (0 = the first row) as someone editing the CSV by hand would."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for index, fields in changes.items():
+        rows[index].update(fields)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_tampered_row_is_shown_as_malformed_and_the_others_keep_working(root, review):
+    path = root / "review" / "review.csv"
+    enlargements = [i for i, pid in enumerate(review) if "/enlarge/" in pid]
+    assert len(enlargements) >= 3
+    bad = dict(zip(enlargements, ({"bbox": "[1e400, 0, 1, 1]"}, {"bbox": "[" * 100_000 + "]" * 100_000},
+                                  {"k": "1" + "0" * 30})))
+    _tamper(path, bad)
+    tampered = path.read_text().splitlines()
+    client = make_app(root, annotations_file=root / "processed" / "annotations" / "train.json").test_client()
+    data = client.get("/api/review").get_json()
+    assert data["malformed"]["count"] == 3 and data["total"] == len(review) - 3
+    assert [r["row"] for r in data["malformed"]["rows"]] == [i + 2 for i in bad]
+    errors = [r["error"] for r in data["malformed"]["rows"]]
+    for (i, fields), error in zip(bad.items(), errors):
+        field = next(iter(fields))
+        assert error.startswith(f"review.csv, row {i + 2}: field '{field}' must be") and len(error) < 200, error
+    assert "got '[1e400, 0, 1, 1]'" in errors[0] and "(200000 chars)" in errors[1] and "from 0 to 50" in errors[2]
+    for i in bad:
+        assert_plain_error(client.get("/api/review/panel", query_string={"id": review[i]}), 409,
+                           f"row {i + 2}", "fix that row")
+        assert_plain_error(client.post("/api/review", json={"proposal_id": review[i], "version": "x",
+                                                            "decision": "accept"}), 409, f"row {i + 2}")
+    good = next(p for p in data["proposals"] if p["kind"] == "enlarge")
+    assert client.get("/api/review/panel", query_string={"id": good["proposal_id"], "k": 3}).status_code == 200
+    saved = client.post("/api/review", json={"proposal_id": good["proposal_id"], "version": good["version"],
+                                             "decision": "accept"})
+    assert saved.status_code == 200
+    now = path.read_text().splitlines()
+    assert [now[i + 1] for i in bad] == [tampered[i + 1] for i in bad]      # the bad rows as they were left
+
+
+def test_a_score_a_ranker_could_not_give_is_sent_as_null(client, root, review):
+    proposals = read_review(root / "review" / "review.csv")
+    proposals[0].score = float("nan")      # e.g. the cam ranker on an image where the class is not predicted
+    write_review(root / "review" / "review.csv", proposals)
+    response = client.get("/api/review", query_string={"sort": "score", "order": "desc"})
+    rows = json.loads(response.get_data(as_text=True), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert rows["proposals"][-1]["score"] is None      # the lowest: reviewed last
 
 
 def test_garbage_region_is_a_plain_error(client, root, review):
