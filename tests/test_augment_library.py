@@ -13,7 +13,7 @@ from vqi.augment.proposals import (ACCEPT, PENDING, REJECT, UNLABELLED, EnlargeR
                                    label_choices, propose_enlargements, propose_unlabelled)
 from vqi.augment.review import MalformedRow, ReviewFileError, decide, parse_rows, read_review, write_review
 from vqi.augment.review_page import sheet_tiles, write_review_page
-from vqi.augment.sheets import save_sheet
+from vqi.augment.sheets import read_layout, save_sheet
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 from vqi.data.rasterize import instance_mask
 
@@ -141,6 +141,26 @@ def _edit_row(path, column, value):
         writer.writerows(rows)
 
 
+@pytest.mark.parametrize("sheet", [b"GIF89a" + bytes(64), "not json [", "5", "[" * 50_000 + "]" * 50_000,
+                                   '["a", "a"]', '["ground truth", "prediction"]'])
+def test_a_tampered_sheet_leaves_the_offline_page_without_that_panel(tmp_path, sheet):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    path = tmp_path / "panels" / "a.png"
+    path.parent.mkdir()
+    if isinstance(sheet, bytes):
+        path.write_bytes(sheet)
+    else:       # a PNG whose tile names are wrong (the last: two names, but 41 px is not two tiles)
+        info = PngInfo()
+        info.add_text("vqi-tiles", sheet)
+        Image.new("RGB", (41, 40)).save(path, pnginfo=info)
+    assert read_layout(path) is None
+    write_review_page(tmp_path / "review.html", props, tmp_path / "review.csv", "make it")
+    assert "(no panel)" in (tmp_path / "review.html").read_text()
+
+
 @pytest.mark.parametrize("column,value,message", [
     ("decision", "maybe", "field 'decision'"),
     ("k", "-1", "field 'k'"),
@@ -250,7 +270,7 @@ def test_augmented_coco_leaves_the_original_dict_alone():
 
 def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_box(tmp_path):
     from vqi.augment.review_page import heatmap, highlight, sheet_tiles
-    from vqi.augment.sheets import cut_tiles, read_layout, save_sheet, window
+    from vqi.augment.sheets import NotASheet, cut_tiles, read_layout, save_sheet, window
     from vqi.viz.overlay import overlay
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
@@ -272,9 +292,13 @@ def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_
     layout = read_layout(path)
     assert layout.names == list(tiles) and (layout.tile_width, layout.height) == (200, 120)
     assert layout.width == 6 * 200 + 5 * 4 and layout.left("proposals cable") == 3 * 204
-    got = cut_tiles(path, ["prediction", "explanation cable"])
+    got = cut_tiles(path, ["prediction", "explanation cable"], (120, 200))
     assert np.array_equal(got[0], expected[1]) and np.array_equal(got[1], expected[2])
-    assert cut_tiles(path, ["explanation tower_lattice"]) is None and read_layout(tmp_path / "none.png") is None
+    with pytest.raises(NotASheet, match="a.png: no tile explanation tower_lattice"):
+        cut_tiles(path, ["explanation tower_lattice"], (120, 200))
+    with pytest.raises(NotASheet, match="a.png: tiles of 200x120 px, not this image's 64x64"):
+        cut_tiles(path, ["prediction"], (64, 64))
+    assert read_layout(tmp_path / "none.png") is None
     rows, cols = window(regions.bbox(region), 120, 200, context=0.5, min_side=32)
     assert (rows.start, rows.stop, cols.start, cols.stop) == (36, 68, 120, 200)  # 2x the box, shifted inside
     assert window([0, 0, 1, 1], 120, 200, min_side=500) == (slice(0, 120), slice(0, 200))   # never past the image

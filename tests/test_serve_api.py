@@ -5,7 +5,9 @@ import base64
 import csv
 import io
 import json
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from serve_factory import write_checkpoint, write_review_file
 
 from vqi.augment.proposals import Proposal
 from vqi.augment.review import read_review, write_review
-from vqi.augment.sheets import PREDICTION, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
+from vqi.augment.sheets import PREDICTION, TILES_KEY, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
 from vqi.classes import PERPLEXED
 from vqi.viz.overlay import PALETTE
 from vqi.classes import CLASS_NAMES
@@ -394,6 +396,54 @@ def test_review_panels_and_traversal(client, root, review):
     evil = Proposal("x/unlabelled-cable/0", "../../ckpt/best", "unlabelled", "cable", 0.5, "PPYo1", [0, 0, 1, 1], 1)
     write_review(root / "review" / "review.csv", [evil])
     assert_plain_error(client.get("/api/review/panel", query_string={"id": evil.proposal_id}), 400, "plain file name")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _declared_png(width: int, height: int, tiles: str) -> bytes:
+    """A PNG whose header declares width x height and the tile names, with one row of pixels."""
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    text = _chunk(b"tEXt", TILES_KEY.encode() + b"\0" + tiles.encode())
+    pixels = _chunk(b"IDAT", zlib.compress(b"\0" + bytes(3 * width)))
+    return b"\x89PNG\r\n\x1a\n" + header + text + pixels + _chunk(b"IEND", b"")
+
+
+def test_a_tampered_sheet_is_left_aside_and_the_panel_still_drawn(client, root, review, caplog):
+    proposal = next(p for p in read_review(root / "review" / "review.csv") if p.proposal_id == review[0])
+    panel = root / "review" / "panels" / sheet_name(proposal.image)
+    panel.parent.mkdir(exist_ok=True)
+    names = [TRUTH, PREDICTION, explanation_tile(proposal.class_name), proposals_tile(proposal.class_name)]
+    save_sheet(panel, {n: np.full((SIZE, SIZE, 3), 40 * i, np.uint8) for i, n in enumerate(names)})
+    sheet = panel.read_bytes()
+    assert client.get("/api/review/panel", query_string={"id": review[0]}).headers["X-Tiles"].startswith("ground truth|")
+    width = 4 * SIZE + 3 * 4
+    tampered = {
+        "tile names not JSON": _declared_png(width, SIZE, "not json ["),
+        "tile names a number": _declared_png(width, SIZE, "5"),
+        "tile names 50,000 deep": _declared_png(width, SIZE, "[" * 50_000 + "]" * 50_000),
+        "30000 x 30000 declared": _declared_png(30_000, 30_000, json.dumps(names)),
+        "9000 x 9000 declared": _declared_png(9000, 9000, json.dumps(names)),
+        "truncated": sheet[:len(sheet) // 2],
+        "GIF bytes": b"GIF89a" + bytes(range(256)),
+    }
+    why = {}
+    try:
+        for what, data in tampered.items():
+            panel.write_bytes(data)
+            caplog.clear()
+            response = client.get("/api/review/panel", query_string={"id": review[0]})
+            assert response.status_code == 200, (what, response.get_data(as_text=True))
+            assert response.headers["X-Tiles"].startswith("image|ground truth|proposal"), what   # drawn without it
+            assert f"the sheet is not used: {sheet_name(proposal.image)}: " in caplog.text, what  # the log says why
+            why[what] = caplog.text
+    finally:
+        panel.unlink()
+    assert "not a list of distinct tile names" in why["tile names 50,000 deep"]
+    assert "DecompressionBombError" in why["30000 x 30000 declared"]
+    assert "not this image's 64x64" in why["9000 x 9000 declared"]   # refused by its header: never decoded
+    assert "do not decode" in why["truncated"] and "not a readable image" in why["GIF bytes"]
 
 
 def test_changing_k_redraws_the_proposal(root, review):
