@@ -506,6 +506,8 @@ def test_deeply_nested_json_is_refused_not_a_crash(client, root, review):
         body = b'{"proposal_id": "x", "version": "y", "note": ' + nested(depth) + b"}"
         assert_plain_error(client.post("/api/review", data=body, content_type="application/json"),
                            400, "nested deeper")
+    huge = b'{"proposal_id": "x", "version": "y", "k": ' + b"9" * 5000 + b"}"   # past Python's int digits
+    assert_plain_error(client.post("/api/review", data=huge, content_type="application/json"), 400, "JSON")
 
 
 def test_review_field_longer_than_csv_default_limit_is_read(client, root, review):
