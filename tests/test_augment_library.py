@@ -304,16 +304,22 @@ def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_
     assert window([0, 0, 1, 1], 120, 200, min_side=500) == (slice(0, 120), slice(0, 200))   # never past the image
 
 
-def test_an_unlabelled_proposal_is_drawn_with_its_class_explanation(tmp_path):
+def test_an_unlabelled_proposal_is_drawn_with_its_class_explanation_and_its_label(tmp_path):
     mask, cable, _ = scene()
     predicted = np.zeros((40, 40), bool)
     predicted[30:34, 2:30] = True                      # far from every labelled object
     found = propose_unlabelled("a", mask, predicted, "cable", UnlabelledRule(min_area=4, margin=1))
     assert found and all(p.kind == UNLABELLED and p.class_name == "cable" for p in found)
+    found += propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
     save_sheet(tmp_path / "panels" / "a.png", sheet_tiles(np.zeros((40, 40, 3), np.uint8), mask, mask,
                                                           {"cable": (None, predicted)}))
     write_review_page(tmp_path / "review.html", found, tmp_path / "review.csv", "make it")
-    assert "(no panel)" not in (tmp_path / "review.html").read_text()
+    text = (tmp_path / "review.html").read_text()
+    assert "(no panel)" not in text
+    assert "label <i>to choose: cable or perplexed</i>" in text and "label cable<br>" in text
+    found[0].label = "perplexed"
+    write_review_page(tmp_path / "review.html", found, tmp_path / "review.csv", "make it")
+    assert "label perplexed<br>" in (tmp_path / "review.html").read_text()
 
 
 def test_components_boxes_scores_and_union_match_their_full_image_definitions():
