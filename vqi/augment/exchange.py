@@ -94,7 +94,8 @@ def _shown(value: object) -> str:
     if value is None or isinstance(value, (bool, int, float, str)):
         text = repr(value)
         return text if len(text) <= 40 else text[:40] + "..."
-    return f"a JSON {'object' if isinstance(value, dict) else 'array' if isinstance(value, list) else type(value).__name__}"
+    return "a JSON object" if isinstance(value, dict) else "a JSON array" if isinstance(value, list) else \
+        f"a {type(value).__name__}"
 
 
 def proposal_mask(p: Proposal, mask: np.ndarray, annotation: dict | None) -> np.ndarray:
@@ -288,7 +289,8 @@ def decisions_from_coco(doc: object, proposals: list[Proposal], name: str, unmar
         if not isinstance(pid, str) or pid not in by_id:
             raise ExchangeError(f"{where}: attributes.proposal_id {_shown(pid)} is not in the review file")
         if pid in first:
-            raise ExchangeError(f"{where}: attributes.proposal_id {pid!r} appears twice (also annotations[{first[pid]}])")
+            raise ExchangeError(f"{where}: attributes.proposal_id {pid!r} appears twice "
+                                f"(also annotations[{first[pid]}])")
         first[pid] = i
         p = by_id[pid]
         image_id = ann.get("image_id")
@@ -347,7 +349,8 @@ def _checked_task(task: object, where: str, known: set[str]) -> tuple[dict[str, 
         raise ExchangeError(f"{where}: field 'data.vqi_proposals' is missing (not exported by vqi?)")
     bad = next((v for v in mapping.values() if not isinstance(v, str)), None)
     if bad is not None:
-        raise ExchangeError(f"{where}: field 'data.vqi_proposals' must map region ids to proposal ids, got {_shown(bad)}")
+        raise ExchangeError(f"{where}: field 'data.vqi_proposals' must map region ids to proposal ids, "
+                            f"got {_shown(bad)}")
     unknown = sorted(set(mapping.values()) - known)
     if unknown:
         raise ExchangeError(f"{where}: proposals {unknown[:3]} are not in the review file")

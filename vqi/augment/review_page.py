@@ -95,7 +95,8 @@ def write_review_page(path: str | Path, proposals: list[Proposal], review_file: 
         picture = _panel(p, layouts[p.image], f"{PANELS_DIR}/{sheet_name(p.image)}")
         k = "" if p.k is None else p.k
         by = f" <i>({html.escape(p.decided_by)})</i>" if p.decided_by else ""
-        label = html.escape(p.label) if p.label else f"<i>to choose: {' or '.join(map(html.escape, label_choices(p)))}</i>"
+        choices = " or ".join(map(html.escape, label_choices(p)))
+        label = html.escape(p.label) if p.label else f"<i>to choose: {choices}</i>"
         rows.append(
             f'<tr class="{p.decision}"><td>{picture}</td><td><code>{html.escape(p.proposal_id)}</code><br>'
             f"{p.kind} · {html.escape(p.class_name)}<br>score {p.score:.3f} · area {p.area} px"

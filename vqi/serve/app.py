@@ -30,11 +30,11 @@ from flask import Flask, Response, jsonify, render_template, request, send_file
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
+from vqi.augment.proposals import K_LIMIT
 from vqi.serve import analysis, review_panel
 from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
 from vqi.serve.review_query import malformed_rows, query
-from vqi.augment.proposals import K_LIMIT
 from vqi.serve.review_store import Conflict, ReviewStore
 from vqi.models.checkpoint import CheckpointError
 from vqi.serve.safety import BadInput, check_host, decode_image, parse_json

@@ -1,10 +1,10 @@
 """The review file as the review page edits it: per-row updates merged into the current file.
 
 Concurrency rule (optimistic, per row): every row carries a `version`, a hash of its editable
-fields (decision, k, label, note, decided_by). An update names the row and the version the client last saw; under a
-lock (a thread lock plus an exclusive `flock` on `<review file>.lock`, so several server
-processes agree too) the current file is read, the row's version compared, the change applied to
-that row only, and the whole file written atomically. Two tabs editing different rows never lose
+fields (decision, k, label, note, decided_by). An update names the row and the version the client
+last saw; under a lock (a thread lock plus an exclusive `flock` on `<review file>.lock`, so several
+server processes agree too) the current file is read, the row's version compared, the change
+applied to that row only, and the whole file written atomically. Two tabs editing different rows never lose
 each other's work; a stale edit of the same row is refused (409) with the row as it now is, so
 nothing is overwritten silently. All state lives in the file: a server restart loses nothing.
 
