@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqi.augment.proposals import EnlargeRule, PerplexedRule, propose_enlargements, propose_perplexed
+from vqi.augment.proposals import EnlargeRule, UnlabelledRule, propose_enlargements, propose_unlabelled
 from vqi.augment.review import write_review
 from vqi.classes import CLASS_NAMES
 from vqi.data.rasterize import instance_mask
@@ -49,8 +49,8 @@ def _calibrate_batch_norm(model: torch.nn.Module, images: torch.Tensor) -> None:
 
 
 def write_review_file(review_file: Path, processed: Path, split: str = "train") -> list[str]:
-    """Proposals of the first images of `split` (enlargements of cables with a uniform
-    explanation, and one perplexed block in the background); returns their ids."""
+    """Proposals of the first images of `split` (every cable's enlargement, and one unlabelled
+    block the model would predict as cable in the background); returns their ids."""
     doc = json.loads((processed / "annotations" / f"{split}.json").read_text())
     proposals = []
     for image in doc["images"][:2]:
@@ -59,11 +59,9 @@ def write_review_file(review_file: Path, processed: Path, split: str = "train") 
         h, w = label.shape
         anns = [a for a in doc["annotations"] if a["image_id"] == image["id"] and a["category_id"] == 1]
         instances = [(a["id"], instance_mask(a, h, w)) for a in anns]
-        proposals += propose_enlargements(stem, label, instances, np.ones((h, w), np.float32), "cable",
-                                          EnlargeRule(k=2, min_ring_attention=0.3))
+        proposals += propose_enlargements(stem, label, instances, "cable", EnlargeRule(k=2, k_max=3))
         predicted = np.zeros((h, w), bool)
         predicted[: h // 4, : w // 4] = label[: h // 4, : w // 4] == 0
-        proposals += propose_perplexed(stem, label, predicted, None, "cable",
-                                       PerplexedRule(cam_threshold=0.5, min_area=4, margin=0))
+        proposals += propose_unlabelled(stem, label, predicted, "cable", UnlabelledRule(min_area=4, margin=0))
     write_review(review_file, proposals)
     return [p.proposal_id for p in proposals]

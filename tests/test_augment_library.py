@@ -9,11 +9,11 @@ import pytest
 
 from vqi.augment import regions
 from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
-from vqi.augment.proposals import (ACCEPT, PENDING, REJECT, EnlargeRule, PerplexedRule,
-                                   propose_enlargements, propose_perplexed)
-from vqi.augment.review import ReviewFileError, decide, read_review, write_review
+from vqi.augment.proposals import (ACCEPT, PENDING, REJECT, UNLABELLED, EnlargeRule, UnlabelledRule,
+                                   label_choices, propose_enlargements, propose_unlabelled)
+from vqi.augment.review import MalformedRow, ReviewFileError, decide, parse_rows, read_review, write_review
 from vqi.augment.review_page import sheet_tiles, write_review_page
-from vqi.augment.sheets import save_sheet
+from vqi.augment.sheets import read_layout, save_sheet
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 from vqi.data.rasterize import instance_mask
 
@@ -43,29 +43,34 @@ def test_enlargement_takes_only_background():
     assert ring[8, 15] and ring[12, 15] and not ring[13, 15]
 
 
-def test_enlargement_proposed_only_where_attention_spills():
+def test_every_thin_instance_with_background_around_it_is_proposed():
     mask, cable, _ = scene()
-    spilling = regions.dilate(cable, 3).astype(float)
-    rule = EnlargeRule(k=2, min_ring_attention=0.3)
-    assert len(propose_enlargements("a", mask, [(7, cable)], spilling, "cable", rule)) == 1
-    focused = cable.astype(float)
-    assert propose_enlargements("a", mask, [(7, cable)], focused, "cable", rule) == []
+    found = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule(k=2, k_max=3))
+    assert len(found) == 1 and (found[0].k, found[0].label) == (2, "cable")
+    assert label_choices(found[0]) == ("cable",)
+    boxed = np.full((40, 40), 2, np.uint8)      # an instance with no background around it: nothing to grow into
+    boxed[10, 5:35] = 1
+    assert propose_enlargements("a", boxed, [(7, cable)], "cable", EnlargeRule()) == []
+    with pytest.raises(ValueError, match="k <= k_max <= 50"):
+        EnlargeRule(k=4, k_max=3)
 
 
-def test_perplexed_regions_lie_outside_labelled_objects():
+def test_unlabelled_regions_lie_outside_labelled_objects():
     mask, cable, _ = scene()
     predicted = cable.copy()
     predicted[30, 5:35] = True                # the distractor
     predicted[12:14, 5:15] = True             # next to the real cable: annotation slack
-    found = propose_perplexed("a", mask, predicted, None, "cable", PerplexedRule(min_area=10, margin=3))
+    found = propose_unlabelled("a", mask, predicted, "cable", UnlabelledRule(min_area=10, margin=3))
     assert len(found) == 1
+    assert (found[0].kind, found[0].class_name, found[0].label) == (UNLABELLED, "cable", "")   # the expert labels it
+    assert label_choices(found[0]) == ("cable", "perplexed")
     region = regions.decode(found[0].region, 40, 40)
     assert region[30, 5:35].all() and region.sum() == 30
 
 
 def test_policies_prefill_decisions():
     mask, cable, _ = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
     decide(props, "threshold", threshold=2.0)
     assert (props[0].decision, props[0].decided_by) == (REJECT, "policy:threshold")
     decide(props, "accept_all", threshold=2.0)
@@ -78,17 +83,21 @@ def test_policies_prefill_decisions():
 
 def test_review_file_round_trip(tmp_path):
     mask, cable, _ = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
-    props += propose_perplexed("a", mask, np.pad(np.ones((5, 30), bool), ((28, 7), (5, 5))), None,
-                               "cable", PerplexedRule(min_area=5))
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    props += propose_unlabelled("a", mask, np.pad(np.ones((5, 30), bool), ((28, 7), (5, 5))), "cable",
+                                UnlabelledRule(min_area=5))
+    props += propose_unlabelled("b", mask, np.pad(np.ones((5, 30), bool), ((28, 7), (5, 5))), "cable",
+                                UnlabelledRule(min_area=5))
+    props[1].decision, props[1].label = ACCEPT, "perplexed"
+    props[2].label = "cable"                  # chosen, not yet accepted
     path = tmp_path / "review.csv"
     write_review(path, props)
-    assert read_review(path) == props
+    assert read_review(path) == props and [p.label for p in read_review(path)] == ["cable", "perplexed", "cable"]
 
 
 def test_a_review_file_without_decided_by_is_still_read(tmp_path):
     mask, cable, _ = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
     props[0].decided_by = "expert"
     path = tmp_path / "review.csv"
     write_review(path, props)
@@ -104,7 +113,7 @@ def test_a_review_file_without_decided_by_is_still_read(tmp_path):
 
 def test_offline_review_page_has_a_legend_and_no_absolute_path(tmp_path):
     mask, cable, _ = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
     decide(props, "accept_all", threshold=0.0)
     page = tmp_path / "review.html"
     write_review_page(page, props, tmp_path / "review.csv", "make it")
@@ -121,17 +130,8 @@ def test_offline_review_page_has_a_legend_and_no_absolute_path(tmp_path):
         assert words in text
 
 
-@pytest.mark.parametrize("column,value,message", [
-    ("decision", "maybe", "field 'decision'"),
-    ("k", "-1", "field 'k'"),
-    ("k", "two", "field 'k'"),
-    ("kind", "grow", "field 'kind'"),
-])
-def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, message):
-    mask, cable, _ = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule())
-    path = tmp_path / "review.csv"
-    write_review(path, props)
+def _edit_row(path, column, value):
+    """Set `column` of the file's first row to `value`, as a spreadsheet would."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     rows[0][column] = value
@@ -139,17 +139,78 @@ def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, mes
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+@pytest.mark.parametrize("sheet", [b"GIF89a" + bytes(64), "not json [", "5", "[" * 50_000 + "]" * 50_000,
+                                   '["a", "a"]', '["ground truth", "prediction"]'])
+def test_a_tampered_sheet_leaves_the_offline_page_without_that_panel(tmp_path, sheet):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    path = tmp_path / "panels" / "a.png"
+    path.parent.mkdir()
+    if isinstance(sheet, bytes):
+        path.write_bytes(sheet)
+    else:       # a PNG whose tile names are wrong (the last: two names, but 41 px is not two tiles)
+        info = PngInfo()
+        info.add_text("vqi-tiles", sheet)
+        Image.new("RGB", (41, 40)).save(path, pnginfo=info)
+    assert read_layout(path) is None
+    write_review_page(tmp_path / "review.html", props, tmp_path / "review.csv", "make it")
+    assert "(no panel)" in (tmp_path / "review.html").read_text()
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("decision", "maybe", "field 'decision'"),
+    ("k", "-1", "field 'k'"),
+    ("k", "two", "field 'k'"),
+    ("kind", "grow", "field 'kind'"),
+    ("k", "1" + "0" * 30, r"field 'k' must be from 0 to 50, got '1000"),     # an absurd k: minutes of dilation
+    ("bbox", "[1e400, 0, 1, 1]", "field 'bbox' must be"),                     # overflows a float
+    ("bbox", "[" * 100_000 + "]" * 100_000, r"field 'bbox' must be .*\(200000 chars\)"),   # recursion
+    ("bbox", "[1, 2, 3]", "field 'bbox' must be"),
+    ("score", "1e400", "field 'score' must be a finite number or nan"),
+])
+def test_review_file_errors_name_file_row_and_field(tmp_path, column, value, message):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    _edit_row(path, column, value)
     with pytest.raises(ReviewFileError, match=rf"review.csv, row 2: {message}"):
         read_review(path)
 
 
-def _apply(decision, k=2):
+def test_a_malformed_row_is_kept_as_written_when_the_file_is_rewritten(tmp_path):
+    mask, cable, _ = scene()
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
+    props += propose_enlargements("b", mask, [(7, cable)], "cable", EnlargeRule())
+    path = tmp_path / "review.csv"
+    write_review(path, props)
+    _edit_row(path, "bbox", "[1e400, 0, 1, 1]")     # overflows a float
+    lines = path.read_text().splitlines()
+    with path.open(newline="") as handle:
+        rows = parse_rows(handle, path)
+    assert isinstance(rows[0], MalformedRow) and rows[0].row == 2 and "field 'bbox'" in rows[0].error
+    assert rows[1] == props[1]
+    rows[1].decision = ACCEPT
+    write_review(path, rows)
+    assert path.read_text().splitlines()[1] == lines[1]      # the bad row as the user left it
+    with pytest.raises(ReviewFileError, match="row 2: field 'bbox'"):
+        read_review(path)
+
+
+def _apply(decision, label="perplexed"):
+    """The scene's cable enlargement and one unlabelled region, both given `decision`; the
+    region labelled `label`."""
     mask, cable, annotations = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule(k=k))
-    props += propose_perplexed("a", mask, np.pad(np.ones((2, 30), bool), ((30, 8), (5, 5))), None,
-                               "cable", PerplexedRule(min_area=5))
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule(k=2))
+    props += propose_unlabelled("a", mask, np.pad(np.ones((2, 30), bool), ((30, 8), (5, 5))), "cable",
+                                UnlabelledRule(min_area=5))
     for p in props:
         p.decision = decision
+    props[1].label = label
     accepted, _ = split_decisions(props)
     return mask, props, apply_to_image(mask, annotations, accepted, NAMES)
 
@@ -171,9 +232,24 @@ def test_accepted_proposals_change_exactly_their_regions():
     assert np.array_equal(grown, new_mask == 1)
 
 
+@pytest.mark.parametrize("label,class_id", [("cable", 1), ("perplexed", PERPLEXED_ID)])
+def test_an_accepted_unlabelled_region_gets_its_label_in_the_mask_and_the_coco(label, class_id):
+    mask, props, (new_mask, enlarged, new_regions, summary) = _apply(ACCEPT, label)
+    region = regions.decode(props[1].region, 40, 40)
+    assert (new_mask[region] == class_id).all() and summary.instances[label] >= 1
+    coco = {"images": [{"id": 1}], "annotations": list(scene()[2].values()), "categories": [{"id": 1, "name": "cable"}]}
+    added = augmented_coco(coco, enlarged, {1: new_regions})["annotations"][-1]
+    assert added["category_id"] == class_id and np.array_equal(instance_mask(added, 40, 40), region)
+
+
+def test_an_accepted_unlabelled_region_without_a_label_is_refused():
+    with pytest.raises(ValueError, match=r"a/unlabelled-cable/0: accepted without a label.*cable or perplexed"):
+        _apply(ACCEPT, "")
+
+
 def test_expert_changed_k_is_honoured():
     mask, cable, annotations = scene()
-    props = propose_enlargements("a", mask, [(7, cable)], np.ones((40, 40)), "cable", EnlargeRule(k=2))
+    props = propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule(k=2))
     props[0].decision, props[0].k = ACCEPT, 1
     new_mask, *_ = apply_to_image(mask, annotations, props, NAMES)
     assert np.array_equal(new_mask != mask, regions.enlargement(cable, mask, 1))
@@ -194,7 +270,7 @@ def test_augmented_coco_leaves_the_original_dict_alone():
 
 def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_box(tmp_path):
     from vqi.augment.review_page import heatmap, highlight, sheet_tiles
-    from vqi.augment.sheets import cut_tiles, read_layout, save_sheet, window
+    from vqi.augment.sheets import NotASheet, cut_tiles, read_layout, save_sheet, window
     from vqi.viz.overlay import overlay
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
@@ -216,25 +292,34 @@ def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_
     layout = read_layout(path)
     assert layout.names == list(tiles) and (layout.tile_width, layout.height) == (200, 120)
     assert layout.width == 6 * 200 + 5 * 4 and layout.left("proposals cable") == 3 * 204
-    got = cut_tiles(path, ["prediction", "explanation cable"])
+    got = cut_tiles(path, ["prediction", "explanation cable"], (120, 200))
     assert np.array_equal(got[0], expected[1]) and np.array_equal(got[1], expected[2])
-    assert cut_tiles(path, ["explanation tower_lattice"]) is None and read_layout(tmp_path / "none.png") is None
+    with pytest.raises(NotASheet, match="a.png: no tile explanation tower_lattice"):
+        cut_tiles(path, ["explanation tower_lattice"], (120, 200))
+    with pytest.raises(NotASheet, match="a.png: tiles of 200x120 px, not this image's 64x64"):
+        cut_tiles(path, ["prediction"], (64, 64))
+    assert read_layout(tmp_path / "none.png") is None
     rows, cols = window(regions.bbox(region), 120, 200, context=0.5, min_side=32)
     assert (rows.start, rows.stop, cols.start, cols.stop) == (36, 68, 120, 200)  # 2x the box, shifted inside
     assert window([0, 0, 1, 1], 120, 200, min_side=500) == (slice(0, 120), slice(0, 200))   # never past the image
 
 
-def test_a_perplexed_proposal_is_drawn_with_its_source_class_explanation(tmp_path):
-    from vqi.augment.proposals import explained_class
+def test_an_unlabelled_proposal_is_drawn_with_its_class_explanation_and_its_label(tmp_path):
     mask, cable, _ = scene()
     predicted = np.zeros((40, 40), bool)
     predicted[30:34, 2:30] = True                      # far from every labelled object
-    found = propose_perplexed("a", mask, predicted, None, "cable", PerplexedRule(min_area=4, margin=1))
-    assert found and all(p.class_name == "perplexed" and explained_class(p) == "cable" for p in found)
+    found = propose_unlabelled("a", mask, predicted, "cable", UnlabelledRule(min_area=4, margin=1))
+    assert found and all(p.kind == UNLABELLED and p.class_name == "cable" for p in found)
+    found += propose_enlargements("a", mask, [(7, cable)], "cable", EnlargeRule())
     save_sheet(tmp_path / "panels" / "a.png", sheet_tiles(np.zeros((40, 40, 3), np.uint8), mask, mask,
                                                           {"cable": (None, predicted)}))
     write_review_page(tmp_path / "review.html", found, tmp_path / "review.csv", "make it")
-    assert "(no panel)" not in (tmp_path / "review.html").read_text()
+    text = (tmp_path / "review.html").read_text()
+    assert "(no panel)" not in text
+    assert "label <i>to choose: cable or perplexed</i>" in text and "label cable<br>" in text
+    found[0].label = "perplexed"
+    write_review_page(tmp_path / "review.html", found, tmp_path / "review.csv", "make it")
+    assert "label perplexed<br>" in (tmp_path / "review.html").read_text()
 
 
 def test_components_boxes_scores_and_union_match_their_full_image_definitions():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -72,10 +73,10 @@ def test_decisions_round_trip_through_a_coco_file_the_expert_edited(setup, tmp_p
     proposals = read_review(review_file)
     doc = exchange.to_coco(proposals, split, _mask_of(processed))
     enlarge = [p.proposal_id for p in proposals if p.kind == "enlarge"]
-    perplexed = [p.proposal_id for p in proposals if p.kind == "perplexed"]
+    unlabelled = [p.proposal_id for p in proposals if p.kind == "unlabelled"]
     edited = copy.deepcopy(doc)  # what the expert does in the tool:
     edited["annotations"] = [a for a in edited["annotations"]  # deletes one proposal
-                             if a.get("attributes", {}).get("proposal_id") != perplexed[0]]
+                             if a.get("attributes", {}).get("proposal_id") != unlabelled[0]]
     for a in edited["annotations"]:
         pid = a.get("attributes", {}).get("proposal_id")
         if pid == enlarge[0]:
@@ -84,11 +85,11 @@ def test_decisions_round_trip_through_a_coco_file_the_expert_edited(setup, tmp_p
             a["attributes"]["accepted"] = False              # unticks one
     coco = _coco(tmp_path / "edited.json", edited)  # still valid COCO for pycocotools
     decisions = exchange.decisions_from_coco(coco.dataset, proposals, "edited.json")
-    assert decisions[perplexed[0]].decision == "reject"
-    assert decisions[enlarge[0]] == exchange.Decision("accept", 4)
+    assert decisions[unlabelled[0]].decision == "reject"
+    assert decisions[enlarge[0]] == exchange.Decision("accept", 4, "cable")
     assert decisions[enlarge[1]].decision == "reject"
-    assert all(decisions[i].decision == "pending" for i in perplexed[1:])  # kept, unmarked: as they were
-    assert exchange.decisions_from_coco(coco.dataset, proposals, "e", unmarked="accept")[perplexed[1]].decision == "accept"
+    assert all(decisions[i].decision == "pending" for i in unlabelled[1:])  # kept, unmarked: as they were
+    assert exchange.decisions_from_coco(coco.dataset, proposals, "e", unmarked="accept")[unlabelled[1]].decision == "accept"
     changed = exchange.apply_decisions(proposals, decisions, "expert")
     assert changed == 3 and {p.decided_by for p in proposals if p.decision != "pending"} == {"expert"}
     bad = copy.deepcopy(edited)
@@ -97,6 +98,66 @@ def test_decisions_round_trip_through_a_coco_file_the_expert_edited(setup, tmp_p
         exchange.decisions_from_coco(bad, proposals, "bad.json")
     with pytest.raises(exchange.ExchangeError, match="not a COCO document"):
         exchange.decisions_from_coco({"images": []}, proposals, "x.json")
+
+
+def _labelled(review_file: Path) -> list:
+    """The review file's proposals, its unlabelled regions labelled perplexed, cable, perplexed..."""
+    proposals = read_review(review_file)
+    unlabelled = [p for p in proposals if p.kind == "unlabelled"]
+    assert len(unlabelled) >= 2
+    for i, p in enumerate(unlabelled):
+        p.label = ("perplexed", "cable")[i % 2]
+    return proposals
+
+
+def test_labels_round_trip_through_the_coco_file(setup, tmp_path):
+    processed, review_file, split = setup
+    proposals = _labelled(review_file)
+    unchosen = [p for p in proposals if p.kind == "unlabelled"][-1]
+    unchosen.label = ""               # not chosen yet: exported as its thin class, the model's guess
+    doc = exchange.to_coco(proposals, split, _mask_of(processed))
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    exported = {a["attributes"]["proposal_id"]: a for a in doc["annotations"] if "attributes" in a}
+    assert {pid: names[a["category_id"]] for pid, a in exported.items()} == \
+        {p.proposal_id: p.label or p.class_name for p in proposals}
+    assert exported[unchosen.proposal_id]["attributes"]["current_label"] == "" and unchosen.class_name == "cable"
+    back = _coco(tmp_path / "back.json", doc).dataset
+    untouched = exchange.decisions_from_coco(back, proposals, "back.json")       # kept, unmarked, unchanged
+    assert exchange.apply_decisions(copy.deepcopy(proposals), untouched, "expert") == 0
+    accepted = exchange.decisions_from_coco(back, proposals, "back.json", unmarked="accept")
+    assert {pid: d.label for pid, d in accepted.items()} == {p.proposal_id: p.label or p.class_name for p in proposals}
+    # the expert relabels the first region cable and marks it accepted
+    first = next(p for p in proposals if p.kind == "unlabelled")
+    ann = next(a for a in back["annotations"] if a.get("attributes", {}).get("proposal_id") == first.proposal_id)
+    ann["category_id"], ann["attributes"]["decision"] = 1, "accept"
+    changed = exchange.decisions_from_coco(back, proposals, "back.json")
+    assert changed[first.proposal_id] == exchange.Decision("accept", None, "cable")
+    assert exchange.apply_decisions(proposals, changed, "expert") == 1
+    assert (first.decision, first.label, first.decided_by) == ("accept", "cable", "expert")
+
+
+def test_labels_round_trip_through_label_studio(setup):
+    processed, review_file, split = setup
+    proposals = _labelled(review_file)
+    doc = exchange.to_coco(proposals, split, _mask_of(processed))
+    tasks = exchange.label_studio_tasks(proposals, doc, "/data/local-files/?d=images/")
+    for task in tasks:                  # every task submitted as pre-annotated
+        task["annotations"] = [{"result": copy.deepcopy(task["predictions"][0]["result"]),
+                                "updated_at": "2026-01-02T00:00:00Z"}]
+    drawn = {task["data"]["vqi_proposals"][r["id"]]: r["value"]["polygonlabels"]
+             for task in tasks for r in task["predictions"][0]["result"]}
+    assert drawn == {p.proposal_id: [p.label] for p in proposals}
+    accepted = exchange.decisions_from_label_studio(tasks, proposals, "export.json", unmarked="accept")
+    assert {pid: d.label for pid, d in accepted.items()} == {p.proposal_id: p.label for p in proposals}
+    second = [p for p in proposals if p.kind == "unlabelled"][1]            # relabelled perplexed in the tool
+    for task in tasks:
+        for r in task["annotations"][0]["result"]:
+            if task["data"]["vqi_proposals"][r["id"]] == second.proposal_id:
+                r["value"]["polygonlabels"] = ["perplexed"]
+    changed = exchange.decisions_from_label_studio(tasks, proposals, "export.json")
+    assert changed[second.proposal_id] == exchange.Decision("pending", None, "perplexed")
+    exchange.apply_decisions(proposals, changed, "expert")
+    assert (second.decision, second.label) == ("pending", "perplexed")
 
 
 def test_label_studio_tasks_and_their_export_back(setup):
@@ -122,6 +183,126 @@ def test_label_studio_tasks_and_their_export_back(setup):
     assert others and {decisions[pid].decision for pid in others} == {"accept"}
     reviewed = set(mapping.values())
     assert set(decisions) == reviewed  # the unreviewed image's proposals are left alone
+
+
+def _proposal_annotations(doc: dict, kind: str) -> list[dict]:
+    return [a for a in doc["annotations"] if a.get("attributes", {}).get("kind") == kind]
+
+
+def _set(key: str, value):
+    """An edit of the first enlargement's attributes (or of the annotation, for a top-level key)."""
+    def edit(doc):
+        ann = _proposal_annotations(doc, "enlarge")[0]
+        (ann if key in ("image_id", "category_id") else ann["attributes"])[key] = value
+    return edit
+
+
+def _duplicate(doc):
+    doc["annotations"].append(copy.deepcopy(_proposal_annotations(doc, "enlarge")[0]))
+
+
+def _relabel(kind: str, category: int):
+    def edit(doc):
+        _proposal_annotations(doc, kind)[0]["category_id"] = category
+    return edit
+
+
+def _k_on_a_region(doc):
+    _proposal_annotations(doc, "unlabelled")[0]["attributes"]["k"] = 2
+
+
+BAD_COCO = {   # issue 24 case 3: each used to be stored, or to die on a raw Python error naming nothing
+    "k 10^30": (_set("k", 10**30), r"attributes.k must be an integer from 0 to 3, got 10000"),
+    "k Infinity": (_set("k", float("inf")), r"attributes.k must be an integer from 0 to 3, got inf"),
+    "k above k_max": (_set("k", 4), r"attributes.k must be an integer from 0 to 3, got 4"),
+    "k a list": (_set("k", [2]), r"attributes.k must be an integer from 0 to 3, got a JSON array"),
+    "id a list": (_set("proposal_id", [1]), r"attributes.proposal_id a JSON array is not in the review file"),
+    "id twice": (_duplicate, r"attributes.proposal_id '[^']+' appears twice \(also annotations\[\d+\]\)"),
+    "no such image": (_set("image_id", 999), r"field 'image_id' 999 is not an image of the file"),
+    "another image": (_set("image_id", 2), r"field 'image_id' names image 'train_001', but proposal '[^']+' is on"),
+    "decision a dict": (_set("decision", {"a": 1}), r"attributes.decision must be one of .* got a JSON object"),
+    "accepted maybe": (_set("accepted", "maybe"), r"attributes.accepted must be true or false, got 'maybe'"),
+    "region as a tower": (_relabel("unlabelled", 2), r"field 'category_id' \(2\) is 'tower_lattice', but proposal "
+                                                     r"'[^']+' \(unlabelled\) may only be cable or perplexed"),
+    "enlargement as perplexed": (_relabel("enlarge", 5), r"field 'category_id' \(5\) is 'perplexed', but proposal "
+                                                         r"'[^']+' \(enlarge\) may only be cable"),
+    "unknown category": (_relabel("enlarge", 77), r"field 'category_id' 77 is not one of the file's categories"),
+    "k on a region": (_k_on_a_region, r"attributes.k: proposal '[^']+' \(unlabelled\): only enlargements have k"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_COCO))
+def test_import_refuses_a_bad_coco_file_naming_record_and_field(setup, tmp_path, make_cfg, case):
+    processed, review_file, split = setup
+    edit, message = BAD_COCO[case]
+    doc = exchange.to_coco(read_review(review_file), split, _mask_of(processed))
+    assert {img["id"] for img in doc["images"]} == {1, 2}
+    edit(doc)
+    returned = tmp_path / "returned.json"
+    returned.write_text(json.dumps(doc))      # (Infinity, as Python's json writes it)
+    before = review_file.read_bytes()
+    cfg = make_cfg(f"data.processed_dir={processed}", f"augment.review_file={review_file}",
+                   f"exchange.file={returned}", "exchange.unmarked=accept", stage="import_decisions")
+    with pytest.raises(exchange.ExchangeError, match=rf"^{re.escape(str(returned))}: annotations\[\d+\]: {message}"):
+        import_decisions.run(cfg)             # refused before the run logs anything
+    assert review_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested deeper than 64 levels"),
+    ('{"images": [], "annotations": [' + "[" * 100 + "]" * 100 + "]}", "JSON nested deeper than 64 levels"),
+    ('{"k": ' + "9" * 5000 + "}", "not UTF-8 JSON"),
+])
+def test_import_refuses_a_file_it_cannot_parse_naming_it(setup, tmp_path, make_cfg, text, message):
+    processed, review_file, _ = setup
+    returned = tmp_path / "returned.json"
+    returned.write_text(text)
+    before = review_file.read_bytes()
+    cfg = make_cfg(f"augment.review_file={review_file}", f"exchange.file={returned}", stage="import_decisions")
+    with pytest.raises(exchange.ExchangeError, match=rf"^{re.escape(str(returned))}: {message}"):
+        import_decisions.run(cfg)
+    assert review_file.read_bytes() == before
+
+
+def _ls_edit(tasks: list, field: str, value) -> None:
+    """Task 0 submitted as pre-annotated, with one field changed (`label`: every region of its
+    first unlabelled proposal)."""
+    task = tasks[0]
+    task["annotations"] = [{"result": copy.deepcopy(task["predictions"][0]["result"])}]
+    mapping = task["data"]["vqi_proposals"]
+    if field == "label":
+        region = next(pid for pid in mapping.values() if "/unlabelled-" in pid)
+        for r in task["annotations"][0]["result"]:
+            if mapping[r["id"]] == region:
+                r["value"]["polygonlabels"] = value
+    elif field == "mapping":
+        mapping["p0"] = value
+    else:
+        task["annotations"][0][field] = value
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("label", ["tower_lattice"], r"task 0: its regions' label is 'tower_lattice', but proposal '[^']+' \(unlabelled\)"),
+    ("label", "cable", r"task 0: region 'p\d+': field 'value.polygonlabels' must name one label, got 'cable'"),
+    ("mapping", ["x"], r"task 0: field 'data.vqi_proposals' must map region ids to proposal ids, got a JSON array"),
+    ("updated_at", [[1]], r"task 0: annotations\[0\]: field 'updated_at' must be a time as text"),
+    ("result", {"id": 1}, r"task 0: annotations\[0\]: field 'result' must be a list"),
+])
+def test_import_refuses_a_bad_label_studio_export(setup, field, value, message):
+    processed, review_file, split = setup
+    proposals = read_review(review_file)
+    tasks = exchange.label_studio_tasks(proposals, exchange.to_coco(proposals, split, _mask_of(processed)), "/x/")
+    _ls_edit(tasks, field, value)
+    with pytest.raises(exchange.ExchangeError, match=rf"^export.json: {message}"):
+        exchange.decisions_from_label_studio(tasks, proposals, "export.json")
+
+
+def test_import_refuses_a_proposal_in_two_label_studio_tasks(setup):
+    processed, review_file, split = setup
+    proposals = read_review(review_file)
+    tasks = exchange.label_studio_tasks(proposals, exchange.to_coco(proposals, split, _mask_of(processed)), "/x/")
+    with pytest.raises(exchange.ExchangeError, match=r"^export.json: task 1: proposal '[^']+' is also in task 0"):
+        exchange.decisions_from_label_studio([tasks[0], tasks[0]], proposals, "export.json")
 
 
 def _run(stage, cfg):

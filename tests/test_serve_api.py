@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from serve_factory import write_checkpoint, write_review_file
 
 from vqi.augment.proposals import Proposal
 from vqi.augment.review import read_review, write_review
-from vqi.augment.sheets import PREDICTION, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
+from vqi.augment.sheets import PREDICTION, TILES_KEY, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
 from vqi.classes import PERPLEXED
 from vqi.viz.overlay import PALETTE
 from vqi.classes import CLASS_NAMES
@@ -251,12 +254,12 @@ def test_review_list_and_accept(client, root, review):
 def test_review_edits_merge_per_row_and_survive_restart(client, root, review):
     rows = {p["proposal_id"]: p for p in client.get("/api/review").get_json()["proposals"]}
     enlarge = next(p for p in rows.values() if p["kind"] == "enlarge")
-    perplexed = next(p for p in rows.values() if p["kind"] == "perplexed")
+    unlabelled = next(p for p in rows.values() if p["kind"] == "unlabelled")
     # two tabs loaded the same list; each edits its own row: both land
     assert client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
                                             "decision": "accept", "k": 4}).status_code == 200
-    assert client.post("/api/review", json={"proposal_id": perplexed["proposal_id"],
-                                            "version": perplexed["version"], "decision": "reject"}).status_code == 200
+    assert client.post("/api/review", json={"proposal_id": unlabelled["proposal_id"],
+                                            "version": unlabelled["version"], "decision": "reject"}).status_code == 200
     # the second tab edits the first row from its stale copy: refused with the current row
     stale = client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
                                              "decision": "reject"})
@@ -266,7 +269,7 @@ def test_review_edits_merge_per_row_and_survive_restart(client, root, review):
     fresh = make_app(root).test_client()
     now = {p["proposal_id"]: p for p in fresh.get("/api/review").get_json()["proposals"]}
     assert (now[enlarge["proposal_id"]]["decision"], now[enlarge["proposal_id"]]["k"]) == ("accept", 4)
-    assert now[perplexed["proposal_id"]]["decision"] == "reject"
+    assert now[unlabelled["proposal_id"]]["decision"] == "reject"
 
 
 def test_concurrent_edits_of_different_rows_all_persist(root, review):
@@ -276,7 +279,8 @@ def test_concurrent_edits_of_different_rows_all_persist(root, review):
 
     def accept(row):
         results.append(app.test_client().post("/api/review", json={
-            "proposal_id": row["proposal_id"], "version": row["version"], "decision": "accept"}).status_code)
+            "proposal_id": row["proposal_id"], "version": row["version"], "decision": "accept",
+            "label": row["label_choices"][0]}).status_code)
 
     threads = [threading.Thread(target=accept, args=(row,)) for row in rows]
     for t in threads:
@@ -287,17 +291,66 @@ def test_concurrent_edits_of_different_rows_all_persist(root, review):
     assert {p.decision for p in read_review(root / "review" / "review.csv")} == {"accept"}
 
 
+def test_an_unlabelled_region_is_accepted_only_with_a_label_it_may_take(root, review):
+    client = make_app(root).test_client()
+    rows = {p["proposal_id"]: p for p in client.get("/api/review").get_json()["proposals"]}
+    first, second = [p for p in rows.values() if p["kind"] == "unlabelled"][:2]
+    enlarge = next(p for p in rows.values() if p["kind"] == "enlarge")
+    assert (first["label"], first["label_choices"]) == ("", ["cable", "perplexed"])
+    assert (enlarge["label"], enlarge["label_choices"]) == ("cable", ["cable"])
+    path = root / "review" / "review.csv"
+    before = path.read_bytes()
+    base = {"proposal_id": first["proposal_id"], "version": first["version"]}
+    assert_plain_error(client.post("/api/review", json={**base, "decision": "accept"}), 400,
+                       first["proposal_id"], "field 'label' is empty but the decision is accept", "cable or perplexed")
+    assert_plain_error(client.post("/api/review", json={**base, "label": "tower_lattice"}), 400,
+                       "field 'label' must be one of cable, perplexed")
+    assert_plain_error(client.post("/api/review", json={**base, "label": ["cable"]}), 400, "field 'label'")
+    assert_plain_error(client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"],
+                                                        "label": "perplexed"}), 400, "field 'label' must be one of cable,")
+    assert path.read_bytes() == before            # nothing refused was written
+    chosen = client.post("/api/review", json={**base, "label": "perplexed"})   # chosen first, accepted later
+    assert chosen.status_code == 200 and (chosen.get_json()["label"], chosen.get_json()["decision"]) == ("perplexed", "pending")
+    accepted = client.post("/api/review", json={**base, "version": chosen.get_json()["version"], "decision": "accept"})
+    assert accepted.status_code == 200 and accepted.get_json()["decided_by"] == "expert"
+    both = client.post("/api/review", json={"proposal_id": second["proposal_id"], "version": second["version"],
+                                            "decision": "accept", "label": "cable"})    # or both at once
+    assert both.status_code == 200
+    stored = {p.proposal_id: p for p in read_review(path)}
+    assert (stored[first["proposal_id"]].decision, stored[first["proposal_id"]].label) == ("accept", "perplexed")
+    assert (stored[second["proposal_id"]].decision, stored[second["proposal_id"]].label) == ("accept", "cable")
+    # an accepted region keeps a label: clearing it is refused, changing it is the expert's decision
+    assert_plain_error(client.post("/api/review", json={"proposal_id": second["proposal_id"],
+                                                        "version": both.get_json()["version"], "label": ""}), 400, "'label'")
+
+
+def test_k_is_bounded_by_the_configured_k_max(root, review):
+    client = make_app(root, k_max=3, annotations_file=root / "processed" / "annotations" / "train.json").test_client()
+    data = client.get("/api/review").get_json()
+    assert data["k_max"] == 3
+    enlarge = next(p for p in data["proposals"] if p["kind"] == "enlarge")
+    base = {"proposal_id": enlarge["proposal_id"], "version": enlarge["version"]}
+    assert_plain_error(client.post("/api/review", json={**base, "k": 4}), 400, "field 'k' must be an integer from 0 to 3")
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": enlarge["proposal_id"], "k": 4}), 400,
+                       "from 0 to 3")
+    assert_plain_error(client.get("/api/review/panel", query_string={"id": enlarge["proposal_id"], "k": "9" * 5000}),
+                       400, "'k'")
+    assert client.get("/api/review/panel", query_string={"id": enlarge["proposal_id"], "k": 3}).status_code == 200
+    assert client.post("/api/review", json={**base, "k": 3}).status_code == 200
+    assert "max: kMax" in client.get("/review").get_data(as_text=True)   # the page's k box takes its bound
+
+
 def test_review_bad_updates(client, root, review):
     rows = client.get("/api/review").get_json()["proposals"]
-    perplexed = next(p for p in rows if p["kind"] == "perplexed")
+    unlabelled = next(p for p in rows if p["kind"] == "unlabelled")
     enlarge = next(p for p in rows if p["kind"] == "enlarge")
     base = {"proposal_id": enlarge["proposal_id"], "version": enlarge["version"]}
     assert_plain_error(client.post("/api/review", json={**base, "decision": "maybe"}), 400, "decision")
     assert_plain_error(client.post("/api/review", json={**base, "k": -1}), 400, "'k'")
     assert_plain_error(client.post("/api/review", json={**base, "k": "3; rm -rf /"}), 400, "'k'")
     assert_plain_error(client.post("/api/review", json={**base, "note": "x" * 501}), 400, "note")
-    assert_plain_error(client.post("/api/review", json={"proposal_id": perplexed["proposal_id"],
-                                                        "version": perplexed["version"], "k": 3}), 400, "only enlargements")
+    assert_plain_error(client.post("/api/review", json={"proposal_id": unlabelled["proposal_id"],
+                                                        "version": unlabelled["version"], "k": 3}), 400, "only enlargements")
     assert_plain_error(client.post("/api/review", json={**base, "proposal_id": "../../etc/passwd"}), 404, "no proposal")
     assert_plain_error(client.post("/api/review", data="decision=accept"), 400, "JSON object")
     assert_plain_error(client.post("/api/review", json={"decision": "accept"}), 400, "proposal_id")
@@ -340,9 +393,57 @@ def test_review_panels_and_traversal(client, root, review):
     finally:
         panel.unlink()
     assert_plain_error(client.get("/api/review/panel", query_string={"id": "../../../etc/passwd"}), 404)
-    evil = Proposal("x/perplexed/0", "../../ckpt/best", "perplexed", "perplexed", 0.5, "PPYo1", [0, 0, 1, 1], 1)
+    evil = Proposal("x/unlabelled-cable/0", "../../ckpt/best", "unlabelled", "cable", 0.5, "PPYo1", [0, 0, 1, 1], 1)
     write_review(root / "review" / "review.csv", [evil])
     assert_plain_error(client.get("/api/review/panel", query_string={"id": evil.proposal_id}), 400, "plain file name")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _declared_png(width: int, height: int, tiles: str) -> bytes:
+    """A PNG whose header declares width x height and the tile names, with one row of pixels."""
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    text = _chunk(b"tEXt", TILES_KEY.encode() + b"\0" + tiles.encode())
+    pixels = _chunk(b"IDAT", zlib.compress(b"\0" + bytes(3 * width)))
+    return b"\x89PNG\r\n\x1a\n" + header + text + pixels + _chunk(b"IEND", b"")
+
+
+def test_a_tampered_sheet_is_left_aside_and_the_panel_still_drawn(client, root, review, caplog):
+    proposal = next(p for p in read_review(root / "review" / "review.csv") if p.proposal_id == review[0])
+    panel = root / "review" / "panels" / sheet_name(proposal.image)
+    panel.parent.mkdir(exist_ok=True)
+    names = [TRUTH, PREDICTION, explanation_tile(proposal.class_name), proposals_tile(proposal.class_name)]
+    save_sheet(panel, {n: np.full((SIZE, SIZE, 3), 40 * i, np.uint8) for i, n in enumerate(names)})
+    sheet = panel.read_bytes()
+    assert client.get("/api/review/panel", query_string={"id": review[0]}).headers["X-Tiles"].startswith("ground truth|")
+    width = 4 * SIZE + 3 * 4
+    tampered = {
+        "tile names not JSON": _declared_png(width, SIZE, "not json ["),
+        "tile names a number": _declared_png(width, SIZE, "5"),
+        "tile names 50,000 deep": _declared_png(width, SIZE, "[" * 50_000 + "]" * 50_000),
+        "30000 x 30000 declared": _declared_png(30_000, 30_000, json.dumps(names)),
+        "9000 x 9000 declared": _declared_png(9000, 9000, json.dumps(names)),
+        "truncated": sheet[:len(sheet) // 2],
+        "GIF bytes": b"GIF89a" + bytes(range(256)),
+    }
+    why = {}
+    try:
+        for what, data in tampered.items():
+            panel.write_bytes(data)
+            caplog.clear()
+            response = client.get("/api/review/panel", query_string={"id": review[0]})
+            assert response.status_code == 200, (what, response.get_data(as_text=True))
+            assert response.headers["X-Tiles"].startswith("image|ground truth|proposal"), what   # drawn without it
+            assert f"the sheet is not used: {sheet_name(proposal.image)}: " in caplog.text, what  # the log says why
+            why[what] = caplog.text
+    finally:
+        panel.unlink()
+    assert "not a list of distinct tile names" in why["tile names 50,000 deep"]
+    assert "DecompressionBombError" in why["30000 x 30000 declared"]
+    assert "not this image's 64x64" in why["9000 x 9000 declared"]   # refused by its header: never decoded
+    assert "do not decode" in why["truncated"] and "not a readable image" in why["GIF bytes"]
 
 
 def test_changing_k_redraws_the_proposal(root, review):
@@ -368,9 +469,9 @@ def test_review_paging_filters_and_sort(client, root, review):
     assert everything["total"] == everything["matched"] == len(review) and everything["limit"] is None
     page = client.get("/api/review", query_string={"limit": 2, "offset": 1}).get_json()
     assert [p["proposal_id"] for p in page["proposals"]] == review[1:3] and page["matched"] == len(review)
-    kinds = client.get("/api/review", query_string={"kind": "perplexed"}).get_json()
-    assert kinds["matched"] == sum("perplexed" in i for i in review) > 0
-    assert {p["kind"] for p in kinds["proposals"]} == {"perplexed"}
+    kinds = client.get("/api/review", query_string={"kind": "unlabelled"}).get_json()
+    assert kinds["matched"] == sum("unlabelled" in i for i in review) > 0
+    assert {p["kind"] for p in kinds["proposals"]} == {"unlabelled"}
     by_area = client.get("/api/review", query_string={"sort": "area", "order": "desc"}).get_json()["proposals"]
     assert [p["area"] for p in by_area] == sorted((p["area"] for p in by_area), reverse=True)
     assert client.get("/api/review", query_string={"class": "cable"}).get_json()["facets"]["classes"] == \
@@ -405,6 +506,8 @@ def test_deeply_nested_json_is_refused_not_a_crash(client, root, review):
         body = b'{"proposal_id": "x", "version": "y", "note": ' + nested(depth) + b"}"
         assert_plain_error(client.post("/api/review", data=body, content_type="application/json"),
                            400, "nested deeper")
+    huge = b'{"proposal_id": "x", "version": "y", "k": ' + b"9" * 5000 + b"}"   # past Python's int digits
+    assert_plain_error(client.post("/api/review", data=huge, content_type="application/json"), 400, "JSON")
 
 
 def test_review_field_longer_than_csv_default_limit_is_read(client, root, review):
@@ -413,6 +516,58 @@ def test_review_field_longer_than_csv_default_limit_is_read(client, root, review
     write_review(root / "review" / "review.csv", proposals)
     response = client.get("/api/review")
     assert response.status_code == 200 and response.get_json()["proposals"][0]["note"] == "n" * 200_000
+
+
+def _tamper(path: Path, changes: dict[int, dict[str, str]]) -> None:
+    """Set fields of rows (0 = the first row) as someone editing the CSV by hand would."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for index, fields in changes.items():
+        rows[index].update(fields)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_tampered_row_is_shown_as_malformed_and_the_others_keep_working(root, review):
+    path = root / "review" / "review.csv"
+    enlargements = [i for i, pid in enumerate(review) if "/enlarge/" in pid]
+    assert len(enlargements) >= 3
+    bad = dict(zip(enlargements, ({"bbox": "[1e400, 0, 1, 1]"}, {"bbox": "[" * 100_000 + "]" * 100_000},
+                                  {"k": "1" + "0" * 30})))
+    _tamper(path, bad)
+    tampered = path.read_text().splitlines()
+    client = make_app(root, annotations_file=root / "processed" / "annotations" / "train.json").test_client()
+    data = client.get("/api/review").get_json()
+    assert data["malformed"]["count"] == 3 and data["total"] == len(review) - 3
+    assert [r["row"] for r in data["malformed"]["rows"]] == [i + 2 for i in bad]
+    errors = [r["error"] for r in data["malformed"]["rows"]]
+    for (i, fields), error in zip(bad.items(), errors):
+        field = next(iter(fields))
+        assert error.startswith(f"review.csv, row {i + 2}: field '{field}' must be") and len(error) < 200, error
+    assert "got '[1e400, 0, 1, 1]'" in errors[0] and "(200000 chars)" in errors[1] and "from 0 to 50" in errors[2]
+    for i in bad:
+        assert_plain_error(client.get("/api/review/panel", query_string={"id": review[i]}), 409,
+                           f"row {i + 2}", "fix that row")
+        assert_plain_error(client.post("/api/review", json={"proposal_id": review[i], "version": "x",
+                                                            "decision": "accept"}), 409, f"row {i + 2}")
+    good = next(p for p in data["proposals"] if p["kind"] == "enlarge")
+    assert client.get("/api/review/panel", query_string={"id": good["proposal_id"], "k": 3}).status_code == 200
+    saved = client.post("/api/review", json={"proposal_id": good["proposal_id"], "version": good["version"],
+                                             "decision": "accept"})
+    assert saved.status_code == 200
+    now = path.read_text().splitlines()
+    assert [now[i + 1] for i in bad] == [tampered[i + 1] for i in bad]      # the bad rows as they were left
+
+
+def test_a_score_a_ranker_could_not_give_is_sent_as_null(client, root, review):
+    proposals = read_review(root / "review" / "review.csv")
+    proposals[0].score = float("nan")      # e.g. the cam ranker on an image where the class is not predicted
+    write_review(root / "review" / "review.csv", proposals)
+    response = client.get("/api/review", query_string={"sort": "score", "order": "desc"})
+    rows = json.loads(response.get_data(as_text=True), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert rows["proposals"][-1]["score"] is None      # the lowest: reviewed last
 
 
 def test_garbage_region_is_a_plain_error(client, root, review):

@@ -13,7 +13,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from cli_factory import cli_env
-from serve_factory import write_checkpoint
+from processed_factory import write_processed
+from serve_factory import write_checkpoint, write_review_file
 
 from vqi import tracking
 from vqi.stages.serve import discovered_checkpoints
@@ -47,6 +48,22 @@ def test_missing_configured_checkpoint_is_an_error(make_cfg, tmp_path):
     cfg = make_cfg(f"+serve.checkpoints.mine={tmp_path / 'nope.pt'}", "serve.discover=false", stage="serve")
     with pytest.raises(FileNotFoundError, match="serve.checkpoints: no such file for mine="):
         registry_entries(cfg)
+
+
+def test_the_review_page_bounds_k_by_augment_enlarge_k_max(make_cfg, tmp_path):
+    from vqi.stages.serve import build_app
+
+    processed = write_processed(tmp_path / "processed", {"train": 1}, size=32)
+    review_file = tmp_path / "review" / "review.csv"
+    write_review_file(review_file, processed)
+    cfg = make_cfg("serve.discover=false", f"data.processed_dir={processed}", f"augment.review_file={review_file}",
+                   "augment.enlarge.k_max=4", stage="serve")
+    client = build_app(cfg)[0].test_client()
+    data = client.get("/api/review").get_json()
+    assert data["k_max"] == 4
+    enlarge = next(p for p in data["proposals"] if p["kind"] == "enlarge")
+    refused = client.post("/api/review", json={"proposal_id": enlarge["proposal_id"], "version": enlarge["version"], "k": 5})
+    assert refused.status_code == 400 and "from 0 to 4" in refused.get_json()["error"]
 
 
 @pytest.mark.slow

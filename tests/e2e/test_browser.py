@@ -2,9 +2,10 @@
 
 Inspect: an image with its annotation (layers at the image's own size, legend, colour bar,
 zoom and opacity, the time breakdown, the scores table), and an image of another size without
-one. Review: 2,000 proposals paged on the server, filtered, k changed (the tile is redrawn),
-accepted (the decision, marked as the expert's, lands in the review file). A screenshot of each
-step is kept in outputs/screenshots/ for people to look at."""
+one. Review: 2,000 proposals paged on the server, filtered, k changed within k_max (the tile is
+redrawn), accepted (the decision, marked as the expert's, lands in the review file); an unlabelled
+region refused while it has no label, then labelled in the page and accepted (the label lands in
+the review file). A screenshot of each step is kept in outputs/screenshots/ for people to look at."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +36,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 SIZE = 64      # the model's input
 PICTURE = 128  # the prepared images: shown at their own size, not the model's
 ROWS = 2000
+K_MAX = 8
 
 if os.environ.get("CI") == "true":  # CI installs both (.ci/run): a missing one is a failure there
     from playwright import sync_api
@@ -71,7 +73,7 @@ def server(tmp_path):
                      fast_methods(["gradcam"]), review_file, processed / "images" / "train",
                      processed / "masks" / "train", tmp_path / "scratch",
                      {n: n for n in CLASS_NAMES[1:]} | {"void": "void"},
-                     annotations_file=processed / "annotations" / "train.json")
+                     annotations_file=processed / "annotations" / "train.json", k_max=K_MAX)
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -188,6 +190,7 @@ def test_every_page(server, tmp_path):
             assert "/enlarge/" in target
             page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
             before = first.locator("img.tiles-img").get_attribute("src")
+            assert first.locator("input.k").get_attribute("max") == str(K_MAX)
             first.locator("input.k").fill("6")
             first.locator("input.k").dispatch_event("change")
             page.wait_for_function(f"() => document.querySelector('tr[data-id=\"{target}\"] img.tiles-img').src !== {json.dumps(before)}")
@@ -200,12 +203,37 @@ def test_every_page(server, tmp_path):
             assert first.get_attribute("data-decider") == "expert"
             page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
             shot(page, "review_filtered.png")
+
+            # an unlabelled region: accepting it without a label is refused on its row; a label chosen
+            # in the page is stored, then the region is accepted
+            page.select_option("#f-kind", "unlabelled")
+            page.wait_for_function("() => { const rows = [...document.querySelectorAll('#proposals tbody tr')]; "
+                                   "return rows.length > 0 && rows.every(r => r.dataset.id.includes('/unlabelled-')); }")
+            region = page.locator("#proposals tbody tr").first
+            region_id = region.get_attribute("data-id")
+            row = f"document.querySelector('tr[data-id=\"{region_id}\"]')"
+            assert region.locator("select.label option").all_inner_texts() == ["choose…", "cable", "perplexed"]
+            region.locator("button.accept").click()
+            page.wait_for_function(f"() => {row}.querySelector('td.row-status').textContent.includes('label')")
+            assert "choose cable or perplexed" in region.locator("td.row-status").inner_text()
+            assert region.get_attribute("class") == "pending"
+            region.locator("select.label").select_option("perplexed")
+            page.wait_for_function(f"() => {row}.querySelector('td.row-status').textContent === 'saved'")
+            chosen = {p.proposal_id: p for p in read_review(review_file)}[region_id]
+            assert (chosen.label, chosen.decision) == ("perplexed", "pending")     # stored at once
+            region.locator("button.accept").click()
+            page.wait_for_function(f"() => {row}.className === 'accept'")
+            assert region.locator("select.label").input_value() == "perplexed"
+            page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+            shot(page, "review_label.png")
         finally:
             browser.close()
 
     stored = {p.proposal_id: p for p in read_review(review_file)}
     assert (stored[target].decision, stored[target].k, stored[target].decided_by) == ("accept", 6, "expert")
-    assert sum(p.decided_by == "expert" for p in stored.values()) == 1
+    assert (stored[region_id].decision, stored[region_id].label, stored[region_id].decided_by) == \
+        ("accept", "perplexed", "expert")
+    assert sum(p.decided_by == "expert" for p in stored.values()) == 2
     for path in shots:
         assert Image.open(path).size[0] > 100
         _keep(path)

@@ -30,6 +30,10 @@ PERPLEXED = "perplexed"
 """The label of a look-alike (class id vqi.classes.PERPLEXED)."""
 PENDING, ACCEPT, REJECT = "pending", "accept", "reject"
 DECISIONS = (PENDING, ACCEPT, REJECT)
+K_LIMIT = 50
+"""The largest k a review file, an imported decision or a review request may hold, whatever
+`augment.enlarge.k_max` says: k is a disc's radius dilated per proposal, and an absurd k costs
+seconds to minutes per proposal (k = 2000: 20 s) or fails in OpenCV."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,9 @@ class EnlargeRule:
     """The largest k an expert may choose (the review page's and the oracle's range)."""
 
     def __post_init__(self):
-        if not 1 <= self.k <= self.k_max:
-            raise ValueError(f"augment.enlarge: need 1 <= k <= k_max, got k={self.k}, k_max={self.k_max}")
+        if not 1 <= self.k <= self.k_max <= K_LIMIT:
+            raise ValueError(f"augment.enlarge: need 1 <= k <= k_max <= {K_LIMIT}, got k={self.k}, "
+                             f"k_max={self.k_max}")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
-from vqi.augment.proposals import Proposal
+from vqi.augment.proposals import Proposal, label_choices
 from vqi.augment.sheets import (PREDICTION, TRUTH, SheetLayout, explanation_tile, proposals_tile, read_layout,
                                 sheet_name, window)
 from vqi.utils.atomic import write_text
@@ -86,8 +86,8 @@ def _legend() -> str:
 def write_review_page(path: str | Path, proposals: list[Proposal], review_file: str | Path,
                       apply_command: str) -> None:
     """A static HTML page beside the review file: every proposal's panel (cut from the sheets in
-    `panels/` beside it) with its id, kind, score, current decision and who made it. Paths are
-    relative (the folder can be moved or shared)."""
+    `panels/` beside it) with its id, kind, score, label, current decision and who made it. Paths
+    are relative (the folder can be moved or shared)."""
     panels_dir = Path(path).parent / PANELS_DIR
     layouts = {stem: read_layout(panels_dir / sheet_name(stem)) for stem in {p.image for p in proposals}}
     rows = []
@@ -95,10 +95,12 @@ def write_review_page(path: str | Path, proposals: list[Proposal], review_file: 
         picture = _panel(p, layouts[p.image], f"{PANELS_DIR}/{sheet_name(p.image)}")
         k = "" if p.k is None else p.k
         by = f" <i>({html.escape(p.decided_by)})</i>" if p.decided_by else ""
+        choices = " or ".join(map(html.escape, label_choices(p)))
+        label = html.escape(p.label) if p.label else f"<i>to choose: {choices}</i>"
         rows.append(
             f'<tr class="{p.decision}"><td>{picture}</td><td><code>{html.escape(p.proposal_id)}</code><br>'
             f"{p.kind} · {html.escape(p.class_name)}<br>score {p.score:.3f} · area {p.area} px"
-            f"{f' · k={k}' if k != '' else ''}<br><b>{p.decision}</b>{by}</td></tr>")
+            f"{f' · k={k}' if k != '' else ''}<br>label {label}<br><b>{p.decision}</b>{by}</td></tr>")
     counts = {d: sum(p.decision == d for p in proposals) for d in ("pending", "accept", "reject")}
     name = html.escape(Path(review_file).name)
     page = f"""<!doctype html>
@@ -118,7 +120,8 @@ proposals of the class in view are green too).</p>
 <p>To decide, edit <code>{name}</code> in this folder (or use the review page of
 <code>python -m vqi.run stage=serve</code>): set <code>decision</code> to <code>accept</code> or
 <code>reject</code> and <code>decided_by</code> to <code>expert</code> (and change <code>k</code> for an
-enlargement), then run <code>{html.escape(apply_command)}</code>.</p>
+enlargement; give an accepted <i>unlabelled</i> region its <code>label</code>: its thin class, or
+<code>perplexed</code> for a look-alike), then run <code>{html.escape(apply_command)}</code>.</p>
 <table>{''.join(rows)}</table></body></html>
 """
     write_text(path, page)

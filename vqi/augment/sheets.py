@@ -11,9 +11,12 @@ file of a few tiles per image costs a fraction of one encoded panel per proposal
 from __future__ import annotations
 
 import json
+import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -75,29 +78,71 @@ class SheetLayout:
         return self.names.index(name) * (self.tile_width + GAP)
 
 
-def _layout(img: Image.Image) -> SheetLayout | None:
-    names = img.info.get(TILES_KEY)   # a text chunk before the pixels: read without decoding them
-    return SheetLayout(json.loads(names), *img.size) if names else None
+class NotASheet(ValueError):
+    """A file where a sheet should be that is not one this code wrote: absent, not a PNG,
+    unreadable, or with a missing or malformed tile list."""
+
+
+def _layout(img: Image.Image, path: Path) -> SheetLayout:
+    """The tile names from the text chunk (read with the header, before any pixel) and the size;
+    NotASheet unless they describe tiles of one width side by side, GAP apart."""
+    text = img.info.get(TILES_KEY)
+    if img.format != "PNG" or not isinstance(text, str):
+        raise NotASheet(f"{path.name}: not a PNG with a '{TILES_KEY}' text chunk")
+    try:
+        names = json.loads(text)
+    except (ValueError, RecursionError):
+        names = None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+            and len(set(names)) == len(names)):
+        raise NotASheet(f"{path.name}: the '{TILES_KEY}' text chunk is not a list of distinct tile names")
+    layout = SheetLayout(names, *img.size)
+    if layout.tile_width < 1 or layout.width != len(names) * (layout.tile_width + GAP) - GAP:
+        raise NotASheet(f"{path.name}: {layout.width} px wide is not {len(names)} tiles {GAP} px apart")
+    return layout
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[tuple[Image.Image, SheetLayout]]:
+    """The sheet opened lazily (header and text chunk only) with its layout; NotASheet when it
+    is absent or not a sheet. PIL's own limits (a decompression bomb, a huge text chunk) count."""
+    if not path.is_file():
+        raise NotASheet(f"{path.name}: no such sheet")
+    try:
+        img = Image.open(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise NotASheet(f"{path.name}: not a readable image ({type(err).__name__})") from None
+    with img:
+        yield img, _layout(img, path)
 
 
 def read_layout(path: Path) -> SheetLayout | None:
     """The sheet's tile names and size, from its header (no pixels decoded); None when `path` is
-    not a sheet (absent, or a PNG without the text chunk)."""
-    if not path.is_file():
+    not a sheet."""
+    try:
+        with _open(path) as (_, layout):
+            return layout
+    except NotASheet:
         return None
-    with Image.open(path) as img:
-        return _layout(img)
 
 
-def cut_tiles(path: Path, names: list[str]) -> list[np.ndarray] | None:
-    """The named full tiles of a sheet (opened once); None when it is not a sheet or lacks one."""
-    if not path.is_file():
-        return None
-    with Image.open(path) as img:
-        layout = _layout(img)
-        if layout is None or any(n not in layout.names for n in names):
-            return None
-        pixels = np.asarray(img.convert("RGB"))
+def cut_tiles(path: Path, names: list[str], tile_shape: tuple[int, int]) -> list[np.ndarray]:
+    """The named full tiles of a sheet of `tile_shape` (height, width) tiles, opened once. Its
+    header is checked before any pixel is decoded, so a sheet of another image, or one declaring
+    an absurd size, costs nothing; NotASheet says why it is not used."""
+    with _open(path) as (img, layout):
+        missing = [n for n in names if n not in layout.names]
+        if missing:
+            raise NotASheet(f"{path.name}: no tile {', '.join(missing)}")
+        if (layout.height, layout.tile_width) != tuple(tile_shape):
+            raise NotASheet(f"{path.name}: tiles of {layout.tile_width}x{layout.height} px, not this image's "
+                            f"{tile_shape[1]}x{tile_shape[0]}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # its size is checked above
+                pixels = np.asarray(img.convert("RGB"))
+        except (OSError, SyntaxError, ValueError, zlib.error) as err:    # truncated, corrupt
+            raise NotASheet(f"{path.name}: its pixels do not decode ({type(err).__name__})") from None
     width = layout.tile_width
     return [pixels[:, layout.left(n):layout.left(n) + width] for n in names]
 

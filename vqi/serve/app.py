@@ -6,11 +6,13 @@ Endpoints (errors are JSON `{"error": message}` with a 4xx code, never a stack t
   GET  /api/models            checkpoint ids and explanation methods
   POST /api/analyze           multipart `image` (+ optional `annotation`), `model` (an id), `method`;
                               the answer's `timing_ms` accounts for the whole request
-  GET  /api/review            the review file's proposals (without regions), each with its version;
-                              filtered, sorted and paged by query parameters (vqi.serve.review_query)
+  GET  /api/review            the review file's proposals (without regions), each with its version
+                              and label choices; filtered, sorted and paged by query parameters
+                              (vqi.serve.review_query); its malformed rows; `k_max`
   GET  /api/review/panel?id=[&k=][&crop=1]  a proposal's tiles, drawn now at k (vqi.serve.review_panel);
                               header `X-Tiles` names them, `|`-separated
-  POST /api/review            JSON {proposal_id, version, decision?, k?, note?}: one row's change
+  POST /api/review            JSON {proposal_id, version, decision?, k?, label?, note?}: one row's
+                              change; accepting an unlabelled region needs its label
 Files are only read from `images_dir`, `masks_dir`, `annotations_file` and the review file's
 folder, and written only to the review file (and the scratch `work_dir` for parsing
 annotations); uploads never touch disk otherwise. Checkpoints come from the registry by id.
@@ -28,11 +30,12 @@ from flask import Flask, Response, jsonify, render_template, request, send_file
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
+from vqi.augment.proposals import K_LIMIT
 from vqi.serve import analysis, review_panel
 from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
-from vqi.serve.review_query import query
-from vqi.serve.review_store import MAX_K, Conflict, ReviewStore
+from vqi.serve.review_query import malformed_rows, query
+from vqi.serve.review_store import Conflict, ReviewStore
 from vqi.models.checkpoint import CheckpointError
 from vqi.serve.safety import BadInput, check_host, decode_image, parse_json
 from vqi.serve.timing import Stopwatch
@@ -69,15 +72,17 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
                work_dir: str | Path, class_map: Mapping[str, str], void: str = "ignore",
                point_tolerance: float = 2.0, max_upload_bytes: int = 20 * 2**20,
                max_image_pixels: int = 40_000_000, allowed_hosts: Iterable[str] = (),
-               annotations_file: str | Path | None = None, display_max_side: int = 4096) -> Flask:
+               annotations_file: str | Path | None = None, display_max_side: int = 4096,
+               k_max: int = K_LIMIT) -> Flask:
     """A ready app; every folder it may touch is an argument. Requests must name a loopback
     host or one of `allowed_hosts` in their Host header. `annotations_file`: the review split's
-    COCO file, to redraw enlargements at another k."""
+    COCO file, to redraw enlargements at another k; `k_max`: the largest k the expert may choose
+    (augment.enlarge.k_max; without a config, the library's ceiling K_LIMIT)."""
     app = Flask(__name__)
     hosts = frozenset(str(h).lower() for h in allowed_hosts)
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), MAX_FORM_MEMORY_SIZE=int(max_upload_bytes))
     app.json.sort_keys = False  # keep class order (class id) in the answers
-    store = ReviewStore(review_file) if review_file else None
+    store = ReviewStore(review_file, k_max) if review_file else None
     annotations = review_panel.Annotations(annotations_file)
     inference = threading.Lock()  # CAM hooks live on the shared model: one analysis at a time
 
@@ -167,15 +172,17 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
 
     @app.get("/api/review")
     def review_rows():
-        rows = need_store().proposals()
-        return jsonify({"review_file": Path(review_file).name, **query(rows, request.args)})
+        found = need_store()
+        return jsonify({"review_file": Path(review_file).name, "k_max": k_max,
+                        **query(found.proposals(), request.args),
+                        "malformed": malformed_rows(found.malformed(), Path(review_file))})
 
     @app.get("/api/review/panel")
     def review_panel_png():
         proposal = need_store().find(request.args.get("id", ""))
         k = request.args.get("k", "")
-        if k != "" and (not k.isdigit() or int(k) > MAX_K):
-            raise BadInput(f"query parameter 'k' must be an integer from 0 to {MAX_K}, got {k!r}")
+        if k != "" and not (k.isascii() and k.isdigit() and len(k) <= 3 and int(k) <= k_max):
+            raise BadInput(f"query parameter 'k' must be an integer from 0 to {k_max}, got {k[:20]!r}")
         panel = review_panel.render(proposal, Path(images_dir), Path(masks_dir), Path(review_file).parent / "panels",
                                     annotations, int(k) if k else None, request.args.get("crop") == "1")
         response = _png(panel.pixels)
@@ -186,12 +193,12 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
     def review_update():
         body = parse_json(request.get_data(cache=False), "request body") if request.is_json else None
         if not isinstance(body, dict):
-            raise BadInput("expected a JSON object {proposal_id, version, decision?, k?, note?}")
+            raise BadInput("expected a JSON object {proposal_id, version, decision?, k?, label?, note?}")
         for field in ("proposal_id", "version"):
             if not isinstance(body.get(field), str):
                 raise BadInput(f"field '{field}' is required (a string)")
         row = need_store().update(body["proposal_id"], body["version"], body.get("decision"),
-                                  body.get("k"), body.get("note"))
+                                  body.get("k"), body.get("note"), body.get("label"))
         return jsonify(row)
 
     return app

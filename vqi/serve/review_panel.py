@@ -6,11 +6,14 @@ Tiles: ground truth | prediction | explanation | proposal when the augment stage
 image's sheet (`vqi.augment.sheets`; prediction and explanation need the model, so they are cut
 from it), else
 image | ground truth | proposal. The proposal tile shows the existing object in its class colour
-and the proposed pixels in green, the rest dimmed.
+and the proposed pixels in green, the rest dimmed. A sheet that is not this image's, or not a
+sheet at all (tampered, truncated), is left aside with a warning in the server log; its header is
+checked before any pixel is decoded.
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +22,14 @@ import numpy as np
 from PIL import Image
 
 from vqi.augment import regions
-from vqi.augment.sheets import PREDICTION, cut_tiles, explanation_tile, sheet_name, side_by_side
+from vqi.augment.sheets import PREDICTION, NotASheet, cut_tiles, explanation_tile, sheet_name, side_by_side
 from vqi.augment.proposals import ENLARGE, Proposal
 from vqi.augment.review_page import PROPOSAL_COLOUR
 from vqi.data.rasterize import instance_mask
 from vqi.serve.safety import BadInput, check_rle, contained
 from vqi.viz.overlay import colorize, overlay
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,13 @@ def render(proposal: Proposal, images_dir: Path, masks_dir: Path, panels_dir: Pa
     shown_k = (proposal.k if k is None else k) if proposal.kind == ENLARGE else None
     last = f"proposal (k={shown_k}, {int(region.sum())} px)" if shown_k is not None else \
         f"proposal ({int(region.sum())} px)"
-    stage = cut_tiles(contained(panels_dir, sheet_name(proposal.image), "proposal image"),
-                      [PREDICTION, explanation_tile(proposal.class_name)])
-    if stage is not None and stage[0].shape[:2] != mask.shape:
-        stage = None   # a sheet of another image size: not this split's
+    sheet = contained(panels_dir, sheet_name(proposal.image), "proposal image")
+    try:
+        stage = cut_tiles(sheet, [PREDICTION, explanation_tile(proposal.class_name)], mask.shape)
+    except NotASheet as why:
+        if sheet.is_file():
+            log.warning("review panel of %s: the sheet is not used: %s", proposal.proposal_id, why)
+        stage = None
     truth = overlay(picture, mask)
     drawn = proposal_tile(picture, mask, region, instance)
     if stage is not None:

@@ -2,26 +2,30 @@
 fast with thousands of proposals: the browser only ever holds one page.
 
 Query parameters (all optional; none at all gives every row in file order, as before paging):
-  kind, class       keep rows of this kind (`enlarge`, `perplexed`) / class name
+  kind, class       keep rows of this kind (`enlarge`, `unlabelled`) / class name
   decision          keep rows with this decision (`pending`, `accept`, `reject`)
   pending           `1`/`true`: pending rows only (the same as decision=pending)
   decided_by        `expert`, `policy` (any `policy:<name>`) or `none` (nobody decided yet)
-  sort, order       `file` (the file's order, default), `score`, `area`, `image`, `decision`,
-                    `id`; `asc` (default) or `desc`
+  sort, order       `file` (the file's order, default), `score` (nan: the lowest), `area`, `image`,
+                    `decision`, `id`; `asc` (default) or `desc`
   offset, limit     the page: rows [offset, offset + limit); limit 1..MAX_LIMIT
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Mapping
 
 from vqi.augment.proposals import DECISIONS, KINDS, Proposal
+from vqi.augment.review import MalformedRow
 from vqi.serve.review_store import EXPERT, as_row
 from vqi.serve.safety import BadInput
 
 MAX_LIMIT = 500
+MAX_MALFORMED_SHOWN = 20
 SORT_KEYS = {
     "file": None,
-    "score": lambda p: p.score,
+    "score": lambda p: -math.inf if math.isnan(p.score) else p.score,
     "area": lambda p: p.area,
     "image": lambda p: (p.image, p.proposal_id),
     "decision": lambda p: (DECISIONS.index(p.decision), p.proposal_id),
@@ -93,3 +97,10 @@ def query(proposals: list[Proposal], args: Mapping[str, str]) -> dict:
         "facets": {"kinds": sorted({p.kind for p in proposals}), "classes": list(classes)},
         "proposals": [as_row(p) | {"decider": decider(p)} for p in page],
     }
+
+
+def malformed_rows(rows: list[MalformedRow], path: Path) -> dict:
+    """How many rows of the file do not read, and the first few: row, proposal id and why."""
+    return {"count": len(rows), "rows": [{"row": r.row, "proposal_id": r.proposal_id[:200],
+                                          "error": r.error.replace(str(path), path.name)}
+                                         for r in rows[:MAX_MALFORMED_SHOWN]]}

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vqi.utils.nesting import MAX_JSON_DEPTH, json_depth
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MAX_JSON_DEPTH = 64
-"""Deeper JSON is refused: real annotations nest 5 levels, and Python's parser recurses."""
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -68,27 +68,16 @@ def decode_image(data: bytes, max_pixels: int, what: str = "image") -> np.ndarra
     return rgb
 
 
-def _depth(doc: object) -> int:
-    """Nesting depth of parsed JSON, walked without recursion."""
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
-
-
 def parse_json(data: bytes | str, what: str) -> object:
     """Parse JSON sent by a client, refusing invalid text and nesting deeper than MAX_JSON_DEPTH."""
     too_deep = f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
         doc = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:   # not UTF-8, not JSON, or an integer past Python's 4300 digits
         raise BadInput(f"{what}: not valid UTF-8 JSON ({err})") from None
     except RecursionError:
         raise BadInput(too_deep) from None
-    if _depth(doc) > MAX_JSON_DEPTH:
+    if json_depth(doc) > MAX_JSON_DEPTH:
         raise BadInput(too_deep)
     return doc
 

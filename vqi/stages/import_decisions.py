@@ -1,17 +1,19 @@
 """stage=import_decisions: the expert's decisions from an annotation tool into the review file.
 
 Reads: `exchange.file` (a COCO file from stage=export_proposals as the expert returned it, or a
-Label Studio JSON export of its tasks), `exchange.review_file`, `exchange.unmarked`.
+Label Studio JSON export of its tasks), `exchange.review_file`, `exchange.unmarked`,
+`exchange.k_max` (augment.enlarge.k_max).
 
 A proposal whose annotation the expert deleted is rejected; a kept one is accepted or rejected by
-its `attributes.decision`/`accepted` mark, else by `exchange.unmarked` (vqi.augment.exchange).
+its `attributes.decision`/`accepted` mark, else by `exchange.unmarked`, and an unlabelled region
+takes the label its category names (vqi.augment.exchange). A bad field anywhere in the file
+refuses it whole, naming the file, the record and the field; the review file is then untouched.
 Proposals of images not in the file are left alone. Decisions are recorded as the expert's
 (`decided_by=expert`); the review file is edited under the review page's lock, so an open review
 page loses nothing. Then `stage=augment` applies them.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -33,17 +35,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     source = Path(x.file)
     if not source.is_file():
         raise FileNotFoundError(f"exchange.file: {source} does not exist")
-    try:
-        doc = json.loads(source.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise exchange.ExchangeError(f"exchange.file: {source} is not JSON ({err})") from None
-    read = exchange.decisions_from_label_studio if isinstance(doc, list) else exchange.decisions_from_coco
+    doc = exchange.load_document(source)
     review_file = Path(x.review_file)
     if not review_file.is_file():
         raise FileNotFoundError(f"exchange.review_file: {review_file} does not exist (run stage=augment first)")
 
     def change(proposals):
-        decisions = read(doc, proposals, str(source), str(x.unmarked))
+        if isinstance(doc, list):
+            decisions = exchange.decisions_from_label_studio(doc, proposals, str(source), str(x.unmarked))
+        else:
+            decisions = exchange.decisions_from_coco(doc, proposals, str(source), str(x.unmarked), int(x.k_max))
         return decisions, exchange.apply_decisions(proposals, decisions, EXPERT)
 
     decisions, changed = ReviewStore(review_file).edit(change)

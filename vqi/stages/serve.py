@@ -4,7 +4,7 @@ Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (i
 checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
 `serve.methods`, `serve.image_size`, `serve.device`, `serve.{amp, amp_dtype, channels_last}`, `serve.max_upload_mb`,
 `serve.max_image_pixels`, `serve.cache_models`, `serve.review_file`, `serve.images_dir`,
-`serve.masks_dir`, `serve.annotations_file`, `serve.display_max_side`, `serve.work_dir`,
+`serve.masks_dir`, `serve.annotations_file`, `serve.k_max`, `serve.display_max_side`, `serve.work_dir`,
 `serve.class_map`, `serve.void`, `serve.point_tolerance`,
 `tracking.uri`, `tracking.experiment`.
 
@@ -96,7 +96,7 @@ def build_app(cfg: DictConfig):
     app = create_app(registry, fast_methods(list(s.methods)), s.review_file, s.images_dir, s.masks_dir,
                      s.work_dir, OmegaConf.to_container(s.class_map), str(s.void), float(s.point_tolerance),
                      int(float(s.max_upload_mb) * 2**20), int(s.max_image_pixels), allowed_hosts(cfg),
-                     s.annotations_file, int(s.display_max_side))
+                     s.annotations_file, int(s.display_max_side), int(s.k_max))
     return app, entries
 
 
