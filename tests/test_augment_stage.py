@@ -134,6 +134,14 @@ def test_rejected_proposals_change_nothing_and_the_expert_file_is_kept(setup):
     with pytest.raises(ValueError, match=rf"review.csv, row {first + 2}: field 'label' is empty but the decision is accept"):
         _run(make("augment.policy=accept_all"))
 
+    # An enlargement accepted at a k above k_max is refused before anything is applied.
+    big = next(i for i, r in enumerate(rows) if r["kind"] == "enlarge")
+    rows[first]["decision"], rows[big]["decision"], rows[big]["k"] = "pending", "accept", "9"
+    _write_rows(cfg.augment.review_file, rows)
+    with pytest.raises(ValueError, match=r"field 'k' is 9, above augment.enlarge.k_max=3"):
+        _run(make("augment.policy=accept_all"))
+    rows[first]["decision"], rows[big]["decision"], rows[big]["k"] = "accept", "pending", "1"
+
     # Labelled as a missed cable, a rerun applies it as cable and keeps the expert's file.
     rows[first]["label"] = "cable"
     _write_rows(cfg.augment.review_file, rows)

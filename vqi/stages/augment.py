@@ -268,6 +268,14 @@ def _source(cfg: DictConfig, method: str) -> dict[str, str]:
             "dataset_fingerprint": current_fingerprint(Path(cfg.data.processed_dir))}
 
 
+def _check_k(proposals: list[Proposal], review_file: Path, k_max: int) -> None:
+    """Refuse an accepted enlargement whose k (edited by hand) exceeds augment.enlarge.k_max."""
+    over = [p for p in proposals if p.decision == "accept" and p.k is not None and p.k > k_max]
+    if over:
+        raise ValueError(f"{review_file}: proposal {over[0].proposal_id}: field 'k' is {over[0].k}, above "
+                         f"augment.enlarge.k_max={k_max} ({len(over)} such row(s)); lower k or raise k_max")
+
+
 def _check_source(review_file: Path, source: dict[str, str]) -> None:
     """Refuse to apply a review file proposed from another checkpoint, method, split or dataset."""
     path = review_file.with_suffix(".source.json")
@@ -294,6 +302,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         log.info("reusing the review file %s (the expert's decisions); augment.force=true proposes anew",
                  review_file)
         proposals = read_review(review_file)
+        _check_k(proposals, review_file, int(a.enlarge.k_max))
     else:
         if review_file.exists():
             stamp = time.strftime('%Y%m%d-%H%M%S')
