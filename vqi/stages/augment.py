@@ -34,7 +34,7 @@ from typing import Iterator
 import mlflow
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -96,6 +96,7 @@ def _draw_sheet(path: Path, image: torch.Tensor, label: np.ndarray, pred: np.nda
 @dataclass
 class ProposedImage:
     """One image's proposals, the masks of its thin instances, and its annotated mask."""
+    stem: str
     proposals: list[Proposal]
     instances: dict[int, np.ndarray]
     label: np.ndarray
@@ -120,9 +121,8 @@ def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker
     needs = set().union(*(r.needs for r in rankers.values())) | ({CAM} if sheets is not None else set())
     fine = None
     if CAM_FINE in needs:
-        with open_dict(xai_cfg):
-            fine_cfg = copy.deepcopy(xai_cfg)
-            fine_cfg.xai.target_layer = cfg.model.fine_target_layer
+        fine_cfg = copy.deepcopy(xai_cfg)
+        fine_cfg.xai.target_layer = cfg.model.fine_target_layer
         fine = build_cam(fine_cfg, model)
     entries = {Path(img["file_name"]).stem: anns for img, anns in iter_image_annotations(read_split(processed, a.split))}
     loader = DataLoader(SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size))),
@@ -145,7 +145,7 @@ def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker
                                                        *seen.label.shape))
                      for name in a.thin_classes if any(p.class_name == name for p in found)}
             sheets.submit(_draw_sheet, panels_dir / sheet_name(seen.stem), seen.image, seen.label, seen.pred, drawn)
-        yield ProposedImage(found, instances, seen.label)
+        yield ProposedImage(seen.stem, found, instances, seen.label)
 
 
 def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:

@@ -63,16 +63,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
                    for img, anns in iter_image_annotations(read_split(processed, a.split))}
     images, proposals, verdicts = [], [], {}
     for seen in proposed_images(cfg, method, rankers, sheets=None):
-        stem = seen.proposals[0].image if seen.proposals else None
-        if stem is None:
-            continue
-        shape, anns = annotations[stem]
-        truth = read_mask(truth_dir / f"{stem}.png", shape)
-        images.append(SplitImage(stem, seen.label, truth, anns))
+        shape, anns = annotations[seen.stem]
+        truth = read_mask(truth_dir / f"{seen.stem}.png", shape)
+        images.append(SplitImage(seen.stem, seen.label, truth, anns))
         verdicts.update(oracle.image_verdicts(seen.proposals, seen.label, truth, seen.instances, CLASS_IDS, k_max))
         proposals += seen.proposals
     verdicts = oracle.flipped(verdicts, proposals, k_max, float(b.flip), int(a.oracle.seed))
-    images += _unproposed(processed, a.split, truth_dir, annotations, {i.stem for i in images})
     key = f"iou_{b.class_name}"
     ids = [p.proposal_id for p in proposals]
     good = _good(proposals, verdicts, images)
@@ -114,16 +110,6 @@ def _threshold_policy(proposals, images, grids, k: int, unlabelled_label: str, k
         for t in grid:
             decide(proposals, "threshold", float(t), unlabelled_label)
             out[name][f"{float(t):g}"] = 100 * label_iou_after(images, proposals, dict(enumerate(CLASS_NAMES)))[key]
-    return out
-
-
-def _unproposed(processed: Path, split: str, truth_dir: Path, annotations: dict, done: set[str]) -> list[SplitImage]:
-    """The split's images without proposals: they count in the label IoU unchanged."""
-    out = []
-    for stem, (shape, anns) in annotations.items():
-        if stem not in done:
-            out.append(SplitImage(stem, read_mask(processed / "masks" / split / f"{stem}.png", shape),
-                                  read_mask(truth_dir / f"{stem}.png", shape), anns))
     return out
 
 
