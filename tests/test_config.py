@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from vqi.config import CONFIG_DIR, ConfigError, check_config, with_xai_method
+from vqi.run import stage_argument_error
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
@@ -82,3 +83,20 @@ def test_switching_the_xai_method_keeps_the_runs_precision(make_cfg):
     assert switched.xai.name == "scorecam" and switched.xai.method.batch_size == 16
     assert (switched.xai.amp, switched.xai.amp_dtype) == (True, "bfloat16")
     assert switched.xai.batch_size == 1            # a method setting comes from the method's file
+
+
+@pytest.mark.parametrize("argument", ["stage=../x", "stage=tr*ain", "stage="],
+                         ids=["parent-folder", "glob-character", "empty"])
+def test_an_odd_stage_name_is_refused_before_any_folder_is_made(run_cli, tmp_path, argument):
+    """The run folder is `runs/${stage}/...`: a name that is no stage must not become a folder
+    (`../x` would land outside `runs/`, an empty one directly in it)."""
+    proc = run_cli(argument, check=False)
+    assert proc.returncode == 2 and "valid stages: prepare" in proc.stderr, proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_name_of_a_stage_sweep_is_checked_as_hydra_reads_it():
+    assert "unknown stage '../x'" in stage_argument_error(["-m", "stage=train,../x"])
+    assert "unknown stage 'x'" in stage_argument_error(["-m", "stage=choice(train,x)"])
+    assert "takes a name or a comma-separated list" in stage_argument_error(["-m", "stage=glob(*)"])
+    assert stage_argument_error(["-m", "stage='explain',evaluate"]) is None

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import hydra
 import mlflow
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import QuotedString, ValueType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -208,24 +209,38 @@ _NO_STAGE_NEEDED = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", 
 def stage_argument_error(argv: list[str]) -> str | None:
     """Why the command line cannot run: no `stage=`, or a stage name that does not exist.
 
-    Checked before Hydra starts, which would otherwise make `outputs/runs/<typo>/` first (or,
-    with no stage at all, fail while formatting its own error). Sweep expressions other than
-    plain comma lists are left to Hydra.
+    Checked before Hydra starts, which would otherwise make the run folder
+    `outputs/runs/${stage}/...` first: for a typo, for `../x` (outside `runs/`), for `tr*ain` or
+    for an empty name (or, with no stage at all, fail while formatting its own error). Values are
+    read with Hydra's own override parser, so a comma list or `choice(...)` sweep is checked name
+    by name, as Hydra will run it; other sweeps (`glob`, `range`, `interval`) name no stage.
     """
     if any(arg.split("=", 1)[0] in _NO_STAGE_NEEDED for arg in argv):
         return None
-    values = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").split("=", 1)[0] == "stage" and "=" in arg]
-    if not values:
-        return (f"no stage given: python -m vqi.run stage=<name> [overrides]; "
-                f"stages: {', '.join([*STAGES, 'all'])}")
-    for value in values:
-        if not re.fullmatch(r"[\w,]+", value):
+    valid = f"stages: {', '.join([*STAGES, 'all'])}"
+    parser = OverridesParser.create()
+    given = False
+    for arg in argv:
+        if arg.lstrip("+~").split("=", 1)[0] != "stage" or "=" not in arg:
             continue
-        for name in value.split(","):
+        given = True
+        try:
+            override = parser.parse_override(arg)
+        except Exception as err:  # Hydra's parser raises its own exception types
+            return f"cannot read {arg!r}: {err}; valid {valid}"
+        if not override.is_sweep_override():
+            names = [override.value()]
+        elif override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):
+            names = [v.text if isinstance(v, QuotedString) else v for v in override.value().list]
+        else:
+            return f"{arg!r}: stage takes a name or a comma-separated list of names; valid {valid}"
+        for name in names:
             try:
                 check_stage(name)
             except UnknownStageError as err:
                 return str(err)
+    if not given:
+        return f"no stage given: python -m vqi.run stage=<name> [overrides]; {valid}"
     return None
 
 

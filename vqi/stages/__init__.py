@@ -44,7 +44,7 @@ def _unknown(name: str) -> UnknownStageError:
 
 def check_stage(name: str) -> None:
     """Raise `UnknownStageError`, listing the valid names, unless `name` is a stage or `all`."""
-    if name not in STAGES and name != "all":
+    if not isinstance(name, str) or (name not in STAGES and name != "all"):
         raise _unknown(name)
 
 
