@@ -45,6 +45,43 @@ def test_wrong_types_and_unknown_keys_are_named(make_cfg, tmp_paths, override, m
         check_config(make_cfg(override), ["stage=all", *tmp_paths, override])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=-3", "train.epochs must be >= 1, got -3"),
+    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("train.lr=-1", "train.lr must be > 0, got -1"),
+    ("train.lr=0", "train.lr must be > 0, got 0"),
+    ("train.accumulate=0", "train.accumulate must be >= 1, got 0"),
+    ("train.num_workers=-1", "train.num_workers must be >= 0, got -1"),
+    ("train.transforms.train.hflip=1.5", "train.transforms.train.hflip must be in [0, 1], got 1.5"),
+    ("test.batch_size=0", "test.batch_size must be >= 1, got 0"),
+    ("xai.batch_size=0", "xai.batch_size must be >= 1, got 0"),
+    ("xai.max_images=0", "xai.max_images must be >= 1, got 0"),
+    ("augment.accept_threshold=2", "augment.accept_threshold must be in [0, 1], got 2"),
+    ("augment.oracle.flip=-0.1", "augment.oracle.flip must be in [0, 1], got -0.1"),
+    ("augment.perplexed.min_area=0", "augment.perplexed.min_area must be >= 1, got 0"),
+    ("data.generator.num_images=0", "data.generator.num_images must be >= 1, got 0"),
+    ("data.generator.workers=-2", "data.generator.workers must be >= 0, got -2"),
+    ("data.test_fraction=1", "data.test_fraction must be in [0, 1), got 1"),
+    ("metrics.tau=1.5", "metrics.tau must be in [0, 1], got 1.5"),
+])
+def test_impossible_values_are_refused_naming_the_key_and_the_range(make_cfg, tmp_paths, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(make_cfg(override), ["stage=all", *tmp_paths, override])
+
+
+def test_values_at_the_edges_of_their_ranges_and_nulls_pass(make_cfg, tmp_paths):
+    overrides = ["train.epochs=1", "train.num_workers=0", "train.lr=1e-9", "xai.max_images=null",
+                 "augment.oracle.flip=1", "data.generator.workers=null", "data.test_fraction=0", "xai=scorecam",
+                 "xai.method.batch_size=1"]
+    check_config(make_cfg(*overrides), ["stage=all", *tmp_paths, *overrides])
+
+
+def test_cli_refuses_an_impossible_epoch_count_before_reading_any_data(run_cli, tmp_path):
+    proc = run_cli("stage=train", "train.epochs=-3", check=False)
+    assert proc.returncode != 0 and "train.epochs must be >= 1, got -3" in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_cli_refuses_a_wrong_type_before_reading_any_data(run_cli, tmp_path):
     proc = run_cli("stage=train", "train.epochs=three", check=False)
     assert proc.returncode != 0 and "train.epochs: expected an integer" in proc.stderr
