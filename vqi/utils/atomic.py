@@ -1,18 +1,35 @@
-"""Atomic, durable file writes: a reader never sees a half-written file, even after a crash.
+"""Atomic, durable file and folder writes: a reader never sees a half-written file, or a folder
+holding some old and some new files, even after a crash.
 
 The data is fsynced before the rename and the folder after it, so a power cut leaves either
 the old file or the whole new one. Files get the mode the umask gives (0666 & ~umask), as
 `open()` would, not the 0600 of a private temporary file.
+
+A folder is built in a temporary sibling `.<name>.tmp-<pid>.<start>@<host>-<random>` and swapped
+into place whole (`atomic_dir`); a later build removes the siblings whose process is gone
+(killed with -9), as each can hold a whole dataset.
 """
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import secrets
+import shutil
+import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from vqi.utils.owner import Owner
+
+log = logging.getLogger(__name__)
+
+UNOWNED_STALE_SECONDS = 24 * 3600
+"""A temporary without an owner in its name (older versions) is stale after this."""
 
 _UMASK_LOCK = threading.Lock()
 
@@ -120,3 +137,86 @@ def write_bytes_if_changed(path: str | os.PathLike, data: bytes) -> bool:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return True
+
+
+def temp_dir_beside(out_dir: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A new private folder `.<name>.<kind>-<owner>-<random>` beside `out_dir` (same file
+    system, so it can be renamed into place); the owner lets a later run tell it is stale."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{kind}-{Owner.me().token()}-"))
+
+
+def swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by `tmp`; a crash in between leaves no folder under the final name."""
+    old = None
+    if out_dir.exists():
+        old = temp_dir_beside(out_dir, "old")
+        os.replace(out_dir, old / "previous")
+    os.replace(tmp, out_dir)
+    fsync_dir(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(out_dir: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `out_dir` to fill; when the block succeeds it replaces
+    `out_dir` whole, else it is removed and `out_dir` stays as it was.
+
+    Readers see all the old files or all the new ones, never a mixture (an interrupted rebuild
+    of explanation maps left one map of the new model among the old). `durable` fsyncs every
+    file first, so a power cut cannot leave the new folder with empty files.
+    """
+    out_dir = Path(out_dir)
+    remove_stale_siblings(out_dir)
+    tmp = temp_dir_beside(out_dir)
+    try:
+        yield tmp
+        public_mode(tmp)  # mkdtemp made it 0700
+        if durable:
+            fsync_tree(tmp)
+        swap_into_place(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `folder`; when the block succeeds, each file written
+    there is renamed into `folder` (the files it already holds by other names stay), else none is.
+
+    For folders that may hold files of others (a configurable figures folder), which
+    `atomic_dir` would replace whole."""
+    folder = Path(folder)
+    remove_stale_siblings(folder)
+    tmp = temp_dir_beside(folder)
+    try:
+        yield tmp
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in sorted(tmp.iterdir()):
+            if path.is_file():
+                os.chmod(path, 0o666 & ~current_umask())
+                os.replace(path, folder / path.name)
+        fsync_dir(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_siblings(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of `out_dir` (`.<name>.tmp-*`, `.<name>.old-*`) that no
+    live process owns; return them."""
+    out_dir = Path(out_dir)
+    removed = []
+    for kind in ("tmp", "old"):
+        prefix = f".{out_dir.name}.{kind}-"
+        for path in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
+            owner = Owner.parse(path.name[len(prefix):].rsplit("-", 1)[0])
+            stale = (owner.is_gone() if owner is not None
+                     else time.time() - path.stat().st_mtime > UNOWNED_STALE_SECONDS)
+            if stale and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                log.warning("removed %s: a temporary folder left by %s", path,
+                            f"process {owner.pid} on {owner.host}" if owner else "an interrupted build")
+                removed.append(path)
+    return removed
