@@ -11,25 +11,31 @@ into place whole (`atomic_dir`); a later build removes the siblings whose proces
 """
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from vqi.utils.owner import Owner
+from vqi.utils.owner import Owner, process_start_time
 
 log = logging.getLogger(__name__)
 
-UNOWNED_STALE_SECONDS = 24 * 3600
-"""A temporary without an owner in its name (older versions) is stale after this."""
+_TOKENS: dict[int, str] = {}
+
+
+def _owner_token() -> str:
+    """This process's `Owner` token, for temporary names (cached per pid: workers fork or spawn)."""
+    pid = os.getpid()
+    if pid not in _TOKENS:
+        _TOKENS[pid] = Owner.me().token()
+    return _TOKENS[pid]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -86,10 +92,11 @@ def fsync_tree(root: str | os.PathLike) -> None:
 
 
 def _create_beside(path: Path) -> Path:
-    """A new empty file `.<name>.<random>.tmp<suffix>` beside `path`, created with mode 0666 so
-    the kernel applies the umask (no chmod, no reading the umask per file)."""
+    """A new empty file `.<name>.tmp-<owner>-<random><suffix>` beside `path` (the suffix kept for
+    writers that choose the format by it), created with mode 0666 so the kernel applies the umask
+    (no chmod, no reading the umask per file). The owner lets a later run tell it is stale."""
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}"
+        tmp = path.parent / f".{path.name}.tmp-{_owner_token()}-{secrets.token_hex(6)}{path.suffix}"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -144,7 +151,7 @@ def temp_dir_beside(out_dir: str | os.PathLike, kind: str = "tmp") -> Path:
     system, so it can be renamed into place); the owner lets a later run tell it is stale."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{kind}-{Owner.me().token()}-"))
+    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{kind}-{_owner_token()}-"))
 
 
 def swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -203,20 +210,64 @@ def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale_siblings(out_dir: str | os.PathLike) -> list[Path]:
-    """Remove the temporary siblings of `out_dir` (`.<name>.tmp-*`, `.<name>.old-*`) that no
-    live process owns; return them."""
-    out_dir = Path(out_dir)
+_OWNED = re.compile(r"\.(?P<name>.+?)\.(?:tmp|old)-(?P<rest>.+)")
+"""`.<name>.tmp-<owner>-<random>[<suffix>]` (atomic files and folders), `.<name>.old-<owner>-<random>`
+(a replaced folder on its way out); a folder `.<name>.tmp-<random>` of older versions or of other
+writers has no owner."""
+
+_LEGACY_FILE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp(?:\.[^.]+)?")
+"""An atomic file of older versions: `.<name>.<12 hex>.tmp<suffix>`, no owner."""
+
+
+def _stale(path: Path, name: str | None) -> tuple[bool, str]:
+    """(whether `path` is a temporary of these writers that nobody can be using, who left it).
+
+    Owned: its process is gone. Without an owner (older versions, the generator's folders): older
+    than this process, and either an atomic file of older versions or a sibling of the very
+    `name` this process is about to write (so a folder name someone else chose is never matched).
+    """
+    match = _OWNED.fullmatch(path.name)
+    if match and (name is None or match["name"] == name):
+        owner = Owner.parse(match["rest"].rsplit("-", 1)[0])
+        if owner is not None:
+            return owner.is_gone(), f"process {owner.pid} on {owner.host}"
+        if name is not None:
+            return path.lstat().st_mtime < process_start_time(), "an interrupted run"
+    legacy = _LEGACY_FILE.fullmatch(path.name)
+    if legacy and (name is None or legacy["name"] == name) and path.is_file():
+        return path.lstat().st_mtime < process_start_time(), "an interrupted write"
+    return False, ""
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporaries that killed writers (`kill -9`, a power cut) left in `folder`, only
+    of `name` when given, and only ones nobody can be using (`_stale`); return them.
+
+    A killed atomic write leaves a whole checkpoint, a killed folder build a whole dataset: the
+    next run of the same writer calls this, so they do not pile up."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
     removed = []
-    for kind in ("tmp", "old"):
-        prefix = f".{out_dir.name}.{kind}-"
-        for path in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
-            owner = Owner.parse(path.name[len(prefix):].rsplit("-", 1)[0])
-            stale = (owner.is_gone() if owner is not None
-                     else time.time() - path.stat().st_mtime > UNOWNED_STALE_SECONDS)
-            if stale and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                log.warning("removed %s: a temporary folder left by %s", path,
-                            f"process {owner.pid} on {owner.host}" if owner else "an interrupted build")
-                removed.append(path)
+    for path in sorted(folder.iterdir()):
+        if not path.name.startswith("."):
+            continue
+        try:
+            stale, who = _stale(path, name)
+        except OSError:  # removed meanwhile
+            continue
+        if not stale:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        log.warning("removed %s: a temporary left by %s", path, who)
+        removed.append(path)
     return removed
+
+
+def remove_stale_siblings(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the stale temporary siblings of `out_dir` (`.<name>.tmp-*`, `.<name>.old-*`); return them."""
+    out_dir = Path(out_dir)
+    return remove_stale_temporaries(out_dir.parent, out_dir.name)
