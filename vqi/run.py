@@ -168,12 +168,27 @@ def _jobs(cfg: DictConfig) -> list[Job]:
     return jobs
 
 
+class PipelineStopped(RuntimeError):
+    """A step of `stage=all` finished but left nothing the next steps could use (its
+    `pipeline_stop` said why): the chain ends there, with a non-zero exit."""
+
+
+def _check_next(job: Job, metrics: dict[str, float], remaining: int) -> None:
+    """Raise `PipelineStopped` when steps remain and `job`'s stage says they must not run."""
+    module = load_stage(job.stage)
+    why = module.pipeline_stop(job.cfg, metrics) if remaining and hasattr(module, "pipeline_stop") else None
+    if why:
+        raise PipelineStopped(f"stage=all stopped after {job.stage}: {why}")
+
+
 def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
     """Run `jobs`; for `stage=all` inside one parent run that groups them (tag `pipeline_id`,
-    the parent's id, on every run of the invocation)."""
+    the parent's id, on every run of the invocation). A step whose stage says the rest must not
+    run (`pipeline_stop`) ends the chain with `PipelineStopped`."""
     if cfg.stage != "all" or not experiment_id:
-        for job in jobs:
-            run_stage(job, experiment_id, uuid.uuid4().hex if experiment_id else "")
+        for i, job in enumerate(jobs):
+            metrics = run_stage(job, experiment_id, uuid.uuid4().hex if experiment_id else "")
+            _check_next(job, metrics, len(jobs) - i - 1)
         return
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     name = f"all-{cfg.experiment_name}" + (f"-until-{cfg.until}" if cfg.until else "")
@@ -181,8 +196,9 @@ def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
         pipeline_id = parent.info.run_id
         mlflow.set_tag("pipeline_id", pipeline_id)
         _log_config(Job("all", cfg, list(HydraConfig.get().overrides.task)))
-        for job in jobs:
-            run_stage(job, experiment_id, pipeline_id)
+        for i, job in enumerate(jobs):
+            metrics = run_stage(job, experiment_id, pipeline_id)
+            _check_next(job, metrics, len(jobs) - i - 1)
 
 
 @hydra.main(version_base="1.3", config_path=str(vqi_config.CONFIG_DIR), config_name="config")
@@ -199,6 +215,9 @@ def main(cfg: DictConfig) -> None:
     except Stopped as stop:  # the runs are ended (KILLED) and temporary files removed by now
         log.error("%s: exiting with status %d", stop, stop.exit_code)
         raise SystemExit(stop.exit_code) from None
+    except PipelineStopped as stop:  # the parent run is ended (FAILED, with the reason) by now
+        log.error("%s", stop)
+        raise SystemExit(1) from None
 
 
 _NO_STAGE_NEEDED = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
