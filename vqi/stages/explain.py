@@ -5,9 +5,10 @@ engine, target, target_layer, split, checkpoint, batch_size, max_images, figures
 figures_dir, transform, progress, amp, amp_dtype, channels_last}`. Writes `<xai.maps_dir>/<xai.name>/<stem>.npz` (one array per
 class name, docs/architecture.md) and `explain.json` (units, skipped units, seconds per image,
 checkpoint hash, device); logs Fig. 3-style overlays. The method's folder is built beside and
-swapped in whole, so it holds one model's maps: an interrupted run leaves the previous one. Time per image: wall clock of the map
-computation of its batch (model warm, CUDA synchronised) / images in the batch; the prediction
-pass that gives T_c is not counted (it is the same for every method).
+swapped in whole, so it holds one model's maps: an interrupted run leaves the previous one.
+Time per image: wall clock of the map computation of its batch (model warm, CUDA synchronised) /
+images in the batch; the prediction pass that gives T_c is not counted (it is the same for every
+method).
 """
 from __future__ import annotations
 

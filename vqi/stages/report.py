@@ -144,10 +144,11 @@ def pipeline_stop(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
     propose nothing from no explanation and retrain would train on the labels as they were."""
     if metrics.get("units") != 0 or str(cfg.augment.proposer) == "dilate":
         return None
-    return ("every method explained 0 units, so Table I chose no method and there is no explanation to "
-            "propose annotations with; augment and retrain were not run. The model predicts no foreground "
-            f"where the ground truth has some (split '{cfg.xai.split}'): train longer (train.epochs), check "
-            "the data and labels, or use augment.proposer=dilate, which needs no explanation")
+    cause = (f"the model predicts none of the foreground classes that split '{cfg.xai.split}' holds"
+             if cfg.xai.target == "pred" else f"split '{cfg.xai.split}' holds no foreground")
+    return (f"every method explained 0 units ({cause}), so Table I chose no method and there is no "
+            "explanation to propose annotations with; augment and retrain were not run. Train longer "
+            "(train.epochs), check the data and labels, or use augment.proposer=dilate, which needs no explanation")
 
 
 def nothing_explained(results: list[MethodResult]) -> bool:

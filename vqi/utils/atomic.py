@@ -27,6 +27,7 @@ from vqi.utils.owner import Owner, process_start_time
 
 log = logging.getLogger(__name__)
 
+_UMASK_LOCK = threading.Lock()
 _TOKENS: dict[int, str] = {}
 
 
@@ -36,8 +37,6 @@ def _owner_token() -> str:
     if pid not in _TOKENS:
         _TOKENS[pid] = Owner.me().token()
     return _TOKENS[pid]
-
-_UMASK_LOCK = threading.Lock()
 
 
 def current_umask() -> int:
@@ -202,8 +201,7 @@ def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         folder.mkdir(parents=True, exist_ok=True)
         for path in sorted(tmp.iterdir()):
-            if path.is_file():
-                os.chmod(path, 0o666 & ~current_umask())
+            if path.is_file():  # written with the umask's mode (atomic_path, open)
                 os.replace(path, folder / path.name)
         fsync_dir(folder)
     finally:
