@@ -199,11 +199,12 @@ def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_dir_beside(folder)
     try:
         yield tmp
-        folder.mkdir(parents=True, exist_ok=True)
-        for path in sorted(tmp.iterdir()):
-            if path.is_file():  # written with the umask's mode (atomic_path, open)
+        files = sorted(p for p in tmp.iterdir() if p.is_file())
+        if files:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in files:  # written with the umask's mode (atomic_path, open)
                 os.replace(path, folder / path.name)
-        fsync_dir(folder)
+            fsync_dir(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
