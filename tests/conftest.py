@@ -45,11 +45,11 @@ def make_cfg(tmp_paths):
 def run_cli(tmp_paths, tmp_path):
     """Run `python -m vqi.run` (this checkout's) in a subprocess from an unrelated working directory."""
 
-    def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
         env = cli_env(HYDRA_FULL_ERROR="1")
         proc = subprocess.run(
             [sys.executable, "-m", "vqi.run", *args, *tmp_paths],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"vqi.run {' '.join(args)} exited {proc.returncode}\n"

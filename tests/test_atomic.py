@@ -52,3 +52,44 @@ def test_a_write_fsyncs_the_file_then_its_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", spy)
     atomic.write_text(tmp_path / "a.txt", "x")
     assert len(synced) == 2 and ".a.txt." in synced[0] and synced[1] == str(tmp_path)
+
+
+def test_stale_temporaries_of_killed_writers_are_removed_and_nothing_else(tmp_path):
+    """What `kill -9` leaves: a checkpoint's temporary owned by a dead process, one of an older
+    version (no owner, older than this process) and a generated dataset's folder (no owner);
+    kept: a live process's temporaries, fresh unowned ones, and names these writers never make."""
+    import time
+
+    from vqi.utils.owner import Owner
+
+    dead = Owner(Owner.me().host, 999_999_999, "0").token()      # no such process
+    me = Owner.me().token()
+    old = time.time() - 3600                                       # before this process started
+
+    def make(name, folder=False, mtime=None):
+        path = tmp_path / name
+        path.mkdir() if folder else path.write_bytes(b"x")
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return path
+
+    gone = [make(f".last.pt.tmp-{dead}-0123456789ab.pt"), make(".best.pt.0123456789ab.tmp.pt", mtime=old),
+            make(f".prepared.tmp-{dead}-k2j4", folder=True), make(f".prepared.old-{dead}-k2j5", folder=True)]
+    kept = [make("last.pt"), make(f".last.pt.tmp-{me}-0123456789ab.pt"), make(".best.pt.0123456789ab.tmp.pt.x"),
+            make(".last.pt.abcdef012345.tmp.pt"),                              # fresh: may be in use
+            make(".synthetic-n8.tmp-abc_123", folder=True, mtime=old),         # unowned: only by its name
+            make(".notes.tmp-mine", mtime=old), make(f".prepared.tmp-{me}-k2j6", folder=True)]
+    assert sorted(atomic.remove_stale_temporaries(tmp_path)) == sorted(gone)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in gone)
+    # the generator's folder of the very dataset about to be written, older than this process
+    assert atomic.remove_stale_siblings(tmp_path / "synthetic-n8") == [tmp_path / ".synthetic-n8.tmp-abc_123"]
+    make(".synthetic-n8.tmp-new_456", folder=True)                              # fresh: may be in use
+    assert atomic.remove_stale_siblings(tmp_path / "synthetic-n8") == []
+
+
+def test_an_atomic_temporary_names_its_owner(tmp_path):
+    from vqi.utils.owner import Owner
+
+    with atomic.atomic_path(tmp_path / "last.pt") as tmp:
+        assert tmp.name.startswith(f".last.pt.tmp-{Owner.me().token()}-") and tmp.suffix == ".pt"
+        assert atomic.remove_stale_temporaries(tmp_path) == []         # this process is alive

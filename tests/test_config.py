@@ -9,8 +9,12 @@ from omegaconf import OmegaConf
 
 from vqi.config import CONFIG_DIR, ConfigError, check_config, with_xai_method
 from vqi.stages import test as testing, train
+from vqi.run import stage_argument_error
 
-GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+NOT_APP_GROUPS = {"hydra", "ranker", "study"}
+"""Folders of conf/ that the app does not compose: Hydra's own, the rankers (vqi.config.build_ranker)
+and the study's arms and protocols (vqi.study)."""
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in NOT_APP_GROUPS)
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
            if not f.stem.startswith("_")]  # `_name.yaml`: a partial that options include
 
@@ -80,6 +84,45 @@ def test_only_the_generated_demo_is_named_demo(make_cfg, tmp_path, overrides, na
     assert train.run_name(cfg) == f"train-{name}-baseline" and testing.run_name(cfg) == f"test-{name}-baseline-test"
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=-3", "train.epochs must be >= 1, got -3"),
+    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("train.lr=-1", "train.lr must be > 0, got -1"),
+    ("train.lr=0", "train.lr must be > 0, got 0"),
+    ("train.accumulate=0", "train.accumulate must be >= 1, got 0"),
+    ("train.num_workers=-1", "train.num_workers must be >= 0, got -1"),
+    ("train.transforms.train.hflip=1.5", "train.transforms.train.hflip must be in [0, 1], got 1.5"),
+    ("test.batch_size=0", "test.batch_size must be >= 1, got 0"),
+    ("xai.batch_size=0", "xai.batch_size must be >= 1, got 0"),
+    ("xai.max_images=0", "xai.max_images must be >= 1, got 0"),
+    ("augment.accept_threshold=-1", "augment.accept_threshold must be >= 0, got -1"),
+    ("augment.oracle.flip=-0.1", "augment.oracle.flip must be in [0, 1], got -0.1"),
+    ("augment.unlabelled.min_area=0", "augment.unlabelled.min_area must be >= 1, got 0"),
+    ("augment.oracle.budget=1.5", "augment.oracle.budget must be in [0, 1], got 1.5"),
+    ("augment.enlarge.k_max=0", "augment.enlarge.k_max must be >= 1, got 0"),
+    ("data.generator.num_images=0", "data.generator.num_images must be >= 1, got 0"),
+    ("data.generator.workers=-2", "data.generator.workers must be >= 0, got -2"),
+    ("data.test_fraction=1", "data.test_fraction must be in [0, 1), got 1"),
+    ("metrics.tau=1.5", "metrics.tau must be in [0, 1], got 1.5"),
+])
+def test_impossible_values_are_refused_naming_the_key_and_the_range(make_cfg, tmp_paths, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(make_cfg(override), ["stage=all", *tmp_paths, override])
+
+
+def test_values_at_the_edges_of_their_ranges_and_nulls_pass(make_cfg, tmp_paths):
+    overrides = ["train.epochs=1", "train.num_workers=0", "train.lr=1e-9", "xai.max_images=null",
+                 "augment.oracle.flip=1", "data.generator.workers=null", "data.test_fraction=0", "xai=scorecam",
+                 "xai.method.batch_size=1"]
+    check_config(make_cfg(*overrides), ["stage=all", *tmp_paths, *overrides])
+
+
+def test_cli_refuses_an_impossible_epoch_count_before_reading_any_data(run_cli, tmp_path):
+    proc = run_cli("stage=train", "train.epochs=-3", check=False)
+    assert proc.returncode != 0 and "train.epochs must be >= 1, got -3" in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_cli_refuses_a_wrong_type_before_reading_any_data(run_cli, tmp_path):
     proc = run_cli("stage=train", "train.epochs=three", check=False)
     assert proc.returncode != 0 and "train.epochs: expected an integer" in proc.stderr
@@ -118,3 +161,20 @@ def test_switching_the_xai_method_keeps_the_runs_precision(make_cfg):
     assert switched.xai.name == "scorecam" and switched.xai.method.batch_size == 16
     assert (switched.xai.amp, switched.xai.amp_dtype) == (True, "bfloat16")
     assert switched.xai.batch_size == 1            # a method setting comes from the method's file
+
+
+@pytest.mark.parametrize("argument", ["stage=../x", "stage=tr*ain", "stage="],
+                         ids=["parent-folder", "glob-character", "empty"])
+def test_an_odd_stage_name_is_refused_before_any_folder_is_made(run_cli, tmp_path, argument):
+    """The run folder is `runs/${stage}/...`: a name that is no stage must not become a folder
+    (`../x` would land outside `runs/`, an empty one directly in it)."""
+    proc = run_cli(argument, check=False)
+    assert proc.returncode == 2 and "valid stages: prepare" in proc.stderr, proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_name_of_a_stage_sweep_is_checked_as_hydra_reads_it():
+    assert "unknown stage '../x'" in stage_argument_error(["-m", "stage=train,../x"])
+    assert "unknown stage 'x'" in stage_argument_error(["-m", "stage=choice(train,x)"])
+    assert "takes a name or a comma-separated list" in stage_argument_error(["-m", "stage=glob(*)"])
+    assert stage_argument_error(["-m", "stage='explain',evaluate"]) is None

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+from xai_factory import write_checkpoint, xai_setup
+
+from vqi import run, tracking
+from vqi.config import CONFIG_DIR, register_resolvers
 
 TINY = ["data.generator.num_images=8", "data.generator.size=64", "data.preview_images=0"]
 
@@ -57,3 +64,33 @@ def test_each_method_step_records_its_own_xai_config(run_cli, tmp_path):
             if config["stage"] == "explain":  # the method it explained with, the method it logged
                 explained[run.data.tags["xai_method"]] = config["xai"]["name"]
     assert explained == {"gradcam": "gradcam", "hirescam": "hirescam"}
+
+
+def test_all_stops_after_a_report_where_nothing_was_explained(tmp_path, tmp_paths):
+    """A model that predicts no foreground gives every method 0 units: `stage=all` must end
+    after the report with an error naming the cause and the remedy, not run augment and
+    retrain on nothing. The invocation's own steps from explain on, in one Hydra app context."""
+    overrides = ["stage=all", *xai_setup(tmp_path), "xai.target=pred", "xai.figures=0", "xai_methods=[gradcam]",
+                 *tmp_paths]
+    write_checkpoint(tmp_path / "ckpt" / "best.pt", background_only=True)
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "outputs" / "runs" / "all")
+        HydraConfig.instance().set_config(cfg)
+        try:
+            with open_dict(cfg):
+                del cfg["hydra"]   # as Hydra hands the config to the app
+            jobs = [j for j in run._jobs(cfg) if j.stage not in ("prepare", "train", "test")]
+            assert [j.stage for j in jobs] == ["explain", "evaluate", "report", "augment", "retrain", "report"]
+            experiment = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+            with pytest.raises(run.PipelineStopped, match=r"every method explained 0 units.*Train longer \(train.epochs\)"):
+                run._run_pipeline(cfg, jobs, experiment)
+        finally:
+            HydraConfig.instance().cfg = None
+    client, experiment = _store(tmp_path)
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment])}
+    assert sorted(runs) == ["all", "evaluate", "explain", "report"]          # no augment, no retrain
+    assert runs["report"].info.status == "FINISHED" and runs["all"].info.status == "FAILED"
+    assert "augment and retrain were not run" in runs["all"].data.tags["end_reason"]

@@ -157,3 +157,35 @@ def test_table3_flags_a_chosen_method_that_fails_sanity_or_does_not_beat_random_
     assert chosen["method"] == "hirescam" and chosen["choose_by"] == "table3"
     assert chosen["sanity_pass"] is True and chosen["beats_floor"] is True
     assert "HiResCAM beats Random-CAM on deletion, insertion and pointing" in (tables / "table3.md").read_text()
+
+
+def test_report_with_no_unit_for_any_method_chooses_none_and_says_why(make_cfg, tmp_path):
+    """An undertrained model predicts no foreground: every method explains 0 units. The report
+    must say so, choose no method (an older chosen_method.json goes: augment must not use it)
+    and draw no empty chart."""
+    from xai_factory import write_checkpoint, xai_setup
+
+    from vqi.stages import evaluate, explain
+
+    overrides = [*xai_setup(tmp_path), "xai.target=pred", "xai.figures=0", "xai_methods=[gradcam,random_cam]"]
+    write_checkpoint(tmp_path / "ckpt" / "best.pt", background_only=True)
+    cfg = make_cfg(*overrides, stage="report")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    for method in ("gradcam", "random_cam"):
+        for stage, module in (("explain", explain), ("evaluate", evaluate)):
+            with mlflow.start_run(experiment_id=experiment_id):
+                mlflow.set_tag("stage", stage)
+                metrics = module.run(make_cfg(*overrides, f"xai={method}", stage=stage))
+                mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})   # not NaN, as vqi.run logs them
+    tables = Path(cfg.paths.tables_dir)
+    tables.mkdir(parents=True)
+    (tables / "chosen_method.json").write_text(json.dumps({"method": "hirescam", "checkpoint_hash": "older"}))
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        out = report.run(cfg)
+    assert out["units"] == 0 and not any(k.startswith("wins/") for k in out)
+    assert not (tables / "chosen_method.json").exists()
+    md = (tables / "table1.md").read_text()
+    assert "Chosen method" not in md
+    assert "No method is chosen: every method explained 0 units" in md and "train longer" in md
+    assert not (Path(cfg.report.figures_dir) / "table1_chart.png").exists()
+    assert MlflowClient().get_run(run.info.run_id).data.tags["chosen_method"] == "none"

@@ -125,3 +125,38 @@ def test_a_resumed_run_keeps_why_it_stopped_as_resumed_after(tmp_path):
     run = mlflow.MlflowClient().get_run(first.info.run_id)
     assert run.info.status == "FINISHED" and "end_reason" not in run.data.tags
     assert run.data.tags["resumed_after"] == "stopped by SIGTERM"
+
+
+def test_the_next_prepare_and_train_remove_what_writers_killed_with_sigkill_left(make_cfg, tmp_path):
+    """`kill -9` mid-generation leaves the generator's `.synthetic-….tmp-*` (a whole dataset) in
+    data/raw, mid-checkpoint `.last.pt.tmp-<owner>-<hex>.pt` (older versions: `.last.pt.<hex>.tmp.pt`);
+    the next prepare and train runs remove them, and keep a live process's and other names."""
+    import os
+
+    import mlflow
+
+    from vqi import tracking
+    from vqi.stages import prepare, train
+    from vqi.utils.owner import Owner
+
+    cfg = make_cfg("data.generator.num_images=8", "data.generator.size=64", "data.generator.workers=0",
+                   "data.image_size=64", "data.preview_images=0", "train.val_split=null",
+                   "train.epochs=1", "train.batch_size=2", "train.num_workers=0", "train.progress=false",
+                   "train.eval_untrained=false", "train.transforms.train.crop=32", stage="train")
+    raw, ckpt_dir = Path(cfg.data.labels_dir), Path(cfg.train.checkpoint_dir)
+    before = time.time() - 3600                                     # the killed run: before this process
+    dead, live = Owner(Owner.me().host, 999_999_999, "0").token(), Owner.me().token()
+    raw.parent.mkdir(parents=True)
+    ckpt_dir.mkdir(parents=True)
+    left = [raw.parent / f".{raw.name}.tmp-x1y2z3", ckpt_dir / f".last.pt.tmp-{dead}-0123456789ab.pt",
+            ckpt_dir / ".best.pt.0123456789ab.tmp.pt"]
+    kept = [raw.parent / ".field-notes.tmp-mine", ckpt_dir / f".last.pt.tmp-{live}-0123456789ab.pt"]
+    for path in left + kept:
+        path.mkdir() if path.parent == raw.parent else path.write_bytes(b"part of a checkpoint")
+        os.utime(path, (before, before))
+    experiment = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    for module in (prepare, train):
+        with mlflow.start_run(experiment_id=experiment):
+            module.run(cfg)
+    assert (ckpt_dir / "last.pt").is_file() and raw.is_dir()
+    assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)

@@ -77,6 +77,30 @@ def test_evaluate_refuses_maps_of_another_checkpoint(make_cfg, tmp_path):
         _in_run(make_cfg(*overrides, stage="evaluate"), evaluate, "evaluate")
 
 
+def test_an_interrupted_re_explain_leaves_the_old_maps_whole_and_evaluate_refuses_the_new_model(
+        make_cfg, tmp_path, monkeypatch):
+    """Re-explaining with another checkpoint dies after its first map: the method's folder must
+    still be all the old model's (no mixture for evaluate to score), and no temporary is left."""
+    overrides = [*xai_setup(tmp_path, test_images=2), "xai.figures=1"]
+    _in_run(make_cfg(*overrides, stage="explain"), explain, "explain")
+    method_dir = Path(make_cfg(*overrides, stage="explain").xai.maps_dir) / "gradcam"
+    before = {p.name: p.read_bytes() for p in method_dir.iterdir()}
+    other = write_checkpoint(tmp_path / "other" / "best.pt", seed=1)
+    real = explain.save_maps
+
+    def save_then_die(path, maps, **kwargs):
+        real(path, maps, **kwargs)
+        raise RuntimeError("interrupted after the first map")
+
+    monkeypatch.setattr(explain, "save_maps", save_then_die)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _in_run(make_cfg(*overrides, f"xai.checkpoint={other}", stage="explain"), explain, "explain")
+    assert {p.name: p.read_bytes() for p in method_dir.iterdir()} == before   # all the old model's
+    assert sorted(p.name for p in method_dir.parent.iterdir()) == ["gradcam"]  # no temporary left
+    with pytest.raises(ValueError, match=r"explain\.json: maps were made from checkpoint .*run stage=explain"):
+        _in_run(make_cfg(*overrides, f"xai.checkpoint={other}", stage="evaluate"), evaluate, "evaluate")
+
+
 @pytest.mark.slow
 def test_sweep_then_report_writes_table1_and_chosen_method(run_cli, tmp_path):
     overrides = xai_setup(tmp_path, test_images=2, size=40)

@@ -13,12 +13,17 @@ from vqi.models.factory import build_model
 ARCH = "deeplabv3_mobilenet_v3_large"
 
 
-def write_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A checkpoint in the format of docs/architecture.md holding a random-weight model."""
+def write_checkpoint(path: Path, seed: int = 0, background_only: bool = False) -> Path:
+    """A checkpoint in the format of docs/architecture.md holding a random-weight model;
+    `background_only`: its last layer's bias makes it predict background everywhere (an
+    undertrained model: nothing to explain)."""
     torch.manual_seed(seed)
     config = {"arch": ARCH, "num_classes": len(CLASS_NAMES), "weights": None, "weights_backbone": None,
               "aux_loss": False}
     model = build_model(**config)
+    if background_only:
+        with torch.no_grad():
+            model.classifier[-1].bias.copy_(torch.tensor([1e4] + [-1e4] * (len(CLASS_NAMES) - 1)))
     save_checkpoint({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 0,
                      "best_score": 0.0, "class_names": list(CLASS_NAMES), "model_config": config,
                      "config": {}, "mlflow_run_id": ""}, path)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,77 @@ def with_xai_method(cfg: DictConfig, method: str) -> DictConfig:
 
 
 class ConfigError(ValueError):
-    """A config value of the wrong type, or a key the config does not define."""
+    """A config value of the wrong type, out of its range, or a key the config does not define."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take: `low` <= v (< when `low_open`), v <= `high` (< when
+    `high_open`); None: unbounded on that side."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+COUNT = Range(1)                              # epochs, batch sizes, image counts
+NON_NEGATIVE = Range(0)                       # workers, margins, figures to draw
+POSITIVE = Range(0, low_open=True)            # learning rates, blur widths
+SHARE = Range(0, 1)                           # probabilities, thresholds on maps in [0, 1]
+FRACTION = Range(0, 1, high_open=True)        # a split's share of the images: all of them leaves none
+
+RANGES: dict[str, Range] = {
+    "seed": NON_NEGATIVE,
+    "train.epochs": COUNT, "train.batch_size": COUNT, "train.lr": POSITIVE, "train.accumulate": COUNT,
+    "train.aux_weight": NON_NEGATIVE, "train.bn_momentum": SHARE, "train.num_workers": NON_NEGATIVE,
+    "train.stop_after_epochs": COUNT, "train.optimizer.weight_decay": NON_NEGATIVE,
+    "train.optimizer.momentum": SHARE,
+    "train.transforms.train.crop": COUNT, "train.transforms.train.hflip": SHARE,
+    "train.transforms.train.vflip": SHARE, "train.transforms.train.color_p": SHARE,
+    "train.transforms.train.brightness": NON_NEGATIVE, "train.transforms.train.contrast": NON_NEGATIVE,
+    "train.transforms.train.saturation": NON_NEGATIVE, "train.transforms.train.hue": Range(0, 0.5),
+    "test.batch_size": COUNT, "test.num_workers": NON_NEGATIVE, "test.overlays": NON_NEGATIVE,
+    "xai.batch_size": COUNT, "xai.max_images": COUNT, "xai.figures": NON_NEGATIVE,
+    "xai.method.batch_size": COUNT,
+    "metrics.tau": SHARE, "metrics.batch_size": COUNT, "metrics.pointing_radius": NON_NEGATIVE,
+    "metrics.deletion_steps": COUNT, "metrics.deletion_sigma": POSITIVE,
+    "sanity.max_images": COUNT, "sanity.batch_size": COUNT,
+    "augment.batch_size": COUNT, "augment.enlarge.k": COUNT, "augment.enlarge.k_max": COUNT,
+    "augment.unlabelled.min_area": COUNT, "augment.unlabelled.margin": NON_NEGATIVE,
+    "augment.accept_threshold": NON_NEGATIVE,    # a ranker's score: maps in [0, 1], widths in px
+    "augment.oracle.budget": SHARE, "augment.oracle.flip": SHARE, "budget.flip": SHARE,
+    "data.image_size": COUNT, "data.test_fraction": FRACTION, "data.val_fraction": FRACTION,
+    "data.point_tolerance": NON_NEGATIVE, "data.preview_images": NON_NEGATIVE,
+    "data.generator.num_images": COUNT, "data.generator.size": Range(64), "data.generator.workers": NON_NEGATIVE,
+}
+"""Where a value of the right type can still be impossible (`train.epochs=-3` trained nothing and
+finished; `train.batch_size=0` failed inside torch naming no key). Null stays allowed where the
+type check allows it; a key the composed config lacks (another option of its group) is skipped."""
+
+
+def _range_errors(config: dict[str, Any]) -> list[str]:
+    """`<key> must be <range>, got <value>` for every key of `RANGES` whose own value (not an
+    interpolation: its source key is checked) lies outside its range."""
+    errors = []
+    for key, allowed in RANGES.items():
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (int, float)) and not isinstance(node, bool) and not allowed.holds(float(node)):
+            errors.append(f"{key} must be {allowed}, got {node!r}")
+    return errors
 
 
 def _key(override: str) -> str:
@@ -169,8 +241,9 @@ def _compare(value: Any, default: Any, key: str, errors: list[str]) -> None:
 
 
 def check_config(cfg: DictConfig, overrides: list[str]) -> None:
-    """Raise `ConfigError` naming every key whose value has the wrong type or that the config
-    does not define (e.g. `+trian.epochs=3`), before any data or model is loaded.
+    """Raise `ConfigError` naming every key whose value has the wrong type, lies outside its
+    `RANGES` entry (`train.epochs must be >= 1, got -3`), or that the config does not define
+    (e.g. `+trian.epochs=3`), before any data or model is loaded.
 
     The schema is the config composed from the same config files without the command line's
     values: every key it defines keeps the type of its default (an int stays an int, a float
@@ -180,7 +253,9 @@ def check_config(cfg: DictConfig, overrides: list[str]) -> None:
     """
     base = compose_config([o for o in overrides if _is_group_choice(o)])
     errors: list[str] = []
-    _compare(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(base, resolve=False), "", errors)
+    config = OmegaConf.to_container(cfg, resolve=False)
+    _compare(config, OmegaConf.to_container(base, resolve=False), "", errors)
+    errors += _range_errors(config)
     if errors:
         raise ConfigError("invalid config: " + "; ".join(errors))
 

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import hydra
 import mlflow
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import QuotedString, ValueType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -167,12 +168,27 @@ def _jobs(cfg: DictConfig) -> list[Job]:
     return jobs
 
 
+class PipelineStopped(RuntimeError):
+    """A step of `stage=all` finished but left nothing the next steps could use (its
+    `pipeline_stop` said why): the chain ends there, with a non-zero exit."""
+
+
+def _check_next(job: Job, metrics: dict[str, float], remaining: int) -> None:
+    """Raise `PipelineStopped` when steps remain and `job`'s stage says they must not run."""
+    module = load_stage(job.stage)
+    why = module.pipeline_stop(job.cfg, metrics) if remaining and hasattr(module, "pipeline_stop") else None
+    if why:
+        raise PipelineStopped(f"stage=all stopped after {job.stage}: {why}")
+
+
 def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
     """Run `jobs`; for `stage=all` inside one parent run that groups them (tag `pipeline_id`,
-    the parent's id, on every run of the invocation)."""
+    the parent's id, on every run of the invocation). A step whose stage says the rest must not
+    run (`pipeline_stop`) ends the chain with `PipelineStopped`."""
     if cfg.stage != "all" or not experiment_id:
-        for job in jobs:
-            run_stage(job, experiment_id, uuid.uuid4().hex if experiment_id else "")
+        for i, job in enumerate(jobs):
+            metrics = run_stage(job, experiment_id, uuid.uuid4().hex if experiment_id else "")
+            _check_next(job, metrics, len(jobs) - i - 1)
         return
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     name = f"all-{cfg.experiment_name}" + (f"-until-{cfg.until}" if cfg.until else "")
@@ -180,8 +196,9 @@ def _run_pipeline(cfg: DictConfig, jobs: list[Job], experiment_id: str) -> None:
         pipeline_id = parent.info.run_id
         mlflow.set_tag("pipeline_id", pipeline_id)
         _log_config(Job("all", cfg, list(HydraConfig.get().overrides.task)))
-        for job in jobs:
-            run_stage(job, experiment_id, pipeline_id)
+        for i, job in enumerate(jobs):
+            metrics = run_stage(job, experiment_id, pipeline_id)
+            _check_next(job, metrics, len(jobs) - i - 1)
 
 
 @hydra.main(version_base="1.3", config_path=str(vqi_config.CONFIG_DIR), config_name="config")
@@ -198,6 +215,9 @@ def main(cfg: DictConfig) -> None:
     except Stopped as stop:  # the runs are ended (KILLED) and temporary files removed by now
         log.error("%s: exiting with status %d", stop, stop.exit_code)
         raise SystemExit(stop.exit_code) from None
+    except PipelineStopped as stop:  # the parent run is ended (FAILED, with the reason) by now
+        log.error("%s", stop)
+        raise SystemExit(1) from None
 
 
 _NO_STAGE_NEEDED = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
@@ -208,24 +228,38 @@ _NO_STAGE_NEEDED = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", 
 def stage_argument_error(argv: list[str]) -> str | None:
     """Why the command line cannot run: no `stage=`, or a stage name that does not exist.
 
-    Checked before Hydra starts, which would otherwise make `outputs/runs/<typo>/` first (or,
-    with no stage at all, fail while formatting its own error). Sweep expressions other than
-    plain comma lists are left to Hydra.
+    Checked before Hydra starts, which would otherwise make the run folder
+    `outputs/runs/${stage}/...` first: for a typo, for `../x` (outside `runs/`), for `tr*ain` or
+    for an empty name (or, with no stage at all, fail while formatting its own error). Values are
+    read with Hydra's own override parser, so a comma list or `choice(...)` sweep is checked name
+    by name, as Hydra will run it; other sweeps (`glob`, `range`, `interval`) name no stage.
     """
     if any(arg.split("=", 1)[0] in _NO_STAGE_NEEDED for arg in argv):
         return None
-    values = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").split("=", 1)[0] == "stage" and "=" in arg]
-    if not values:
-        return (f"no stage given: python -m vqi.run stage=<name> [overrides]; "
-                f"stages: {', '.join([*STAGES, 'all'])}")
-    for value in values:
-        if not re.fullmatch(r"[\w,]+", value):
+    valid = f"stages: {', '.join([*STAGES, 'all'])}"
+    parser = OverridesParser.create()
+    given = False
+    for arg in argv:
+        if arg.lstrip("+~").split("=", 1)[0] != "stage" or "=" not in arg:
             continue
-        for name in value.split(","):
+        given = True
+        try:
+            override = parser.parse_override(arg)
+        except Exception as err:  # Hydra's parser raises its own exception types
+            return f"cannot read {arg!r}: {err}; valid {valid}"
+        if not override.is_sweep_override():
+            names = [override.value()]
+        elif override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):
+            names = [v.text if isinstance(v, QuotedString) else v for v in override.value().list]
+        else:
+            return f"{arg!r}: stage takes a name or a comma-separated list of names; valid {valid}"
+        for name in names:
             try:
                 check_stage(name)
             except UnknownStageError as err:
                 return str(err)
+    if not given:
+        return f"no stage given: python -m vqi.run stage=<name> [overrides]; {valid}"
     return None
 
 

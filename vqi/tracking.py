@@ -5,10 +5,12 @@ Only `vqi.run` and stage modules import this; library code stays free of MLflow.
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -40,6 +42,7 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     folder = store_folder(uri)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     location = Path(artifact_location).resolve().as_uri() if artifact_location else None
@@ -52,6 +55,30 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
         return found.experiment_id
     return client.create_experiment(experiment, artifact_location=location,
                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+SERVER_CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for a tracking server's TCP connection before calling it unreachable."""
+
+
+def check_reachable(uri: str, timeout: float = SERVER_CONNECT_TIMEOUT) -> None:
+    """Raise `ConnectionError` naming `uri` unless an `http(s)://` tracking server accepts a
+    connection within `timeout` seconds (other stores: nothing to check).
+
+    MLflow's client retries a refused connection 7 times with exponential backoff (minutes of
+    warnings) before it fails; a server that is down should fail the invocation at once, before
+    any run is opened. Retries still cover a server that drops out during a run.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise ConnectionError(f"MLflow tracking server {uri} is not reachable ({err}); start it "
+                              "(mlflow server ...), fix tracking.uri, or log locally with tracking=sqlite") from None
 
 
 def ui_links(uri: str, base_url: str) -> dict[str, str]:

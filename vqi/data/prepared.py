@@ -1,21 +1,15 @@
 """Writing the prepared dataset folder (docs/architecture.md, "The prepared dataset").
 
-The folder is built in a temporary sibling and renamed into place at the end, with
-`fingerprint.txt` written last: a folder that exists under its final name is complete, and a
-rerun whose fingerprint matches reuses it. Temporary siblings carry their process's pid and
-host in their name (`.<name>.tmp-<pid>.<start>@<host>-*`); a later build removes those whose
-process is gone (killed with -9), as each can hold a whole dataset.
+The folder is built in a temporary sibling and renamed into place at the end
+(`vqi.utils.atomic.atomic_dir`), with `fingerprint.txt` written last: a folder that exists under
+its final name is complete, and a rerun whose fingerprint matches reuses it. Temporary siblings
+carry their process's pid and host in their name (`.<name>.tmp-<pid>.<start>@<host>-*`); a later
+build removes those whose process is gone (killed with -9), as each can hold a whole dataset.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import logging
-import os
-import time
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
@@ -31,9 +25,6 @@ from vqi.data.rasterize import rasterize
 from vqi.data.records import VOID, DataError, Sample
 from vqi.study.label_quality import LabelIoU
 from vqi.utils import atomic
-from vqi.utils.owner import Owner
-
-log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 """Bump when the prepared layout or its content rules change, so old folders are rebuilt."""
@@ -41,8 +32,7 @@ FORMAT_VERSION = "1"
 PIXEL_NAMES = {**dict(enumerate(CLASS_NAMES)), IGNORE_INDEX: "ignore"}
 INSTANCE_NAMES = {**dict(enumerate(CLASS_NAMES)), IGNORE_INDEX: VOID}
 
-UNOWNED_STALE_SECONDS = 24 * 3600
-"""A temporary sibling without an owner in its name (older versions) is stale after this."""
+remove_stale_siblings = atomic.remove_stale_siblings
 
 
 class Source(Protocol):
@@ -109,9 +99,7 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
     hist = {s: np.zeros(256, np.int64) for s in splits}
     instances = {s: Counter() for s in splits}
     label_iou = {s: LabelIoU() for s in splits}
-    remove_stale_siblings(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{Owner.me().token()}-"))
-    try:
+    with atomic.atomic_dir(out_dir) as tmp:
         for stem in progress(sorted(assignment), desc=f"preparing {out_dir.name}", unit="img"):
             split = assignment[stem]
             try:
@@ -162,11 +150,6 @@ def build(source: Source, assignment: dict[str, str], out_dir: str | Path, image
             summary["label_iou"] = {s: label_iou[s].metrics() for s in splits}
         atomic.write_json(tmp / "summary.json", summary)
         atomic.write_text(tmp / "fingerprint.txt", fingerprint_value + "\n")
-        atomic.public_mode(tmp)  # mkdtemp made it 0700
-        atomic.fsync_tree(tmp)
-        _swap_into_place(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return summary
 
 
@@ -182,37 +165,6 @@ def ensure(source: Source, assignment: dict[str, str], out_dir: str | Path, sett
     if not force and current_fingerprint(Path(out_dir)) == value:
         return read_summary(out_dir), True
     return build(source, assignment, out_dir, fingerprint_value=value, **build_kwargs), False
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace `out_dir` by `tmp`; a crash in between leaves no folder under the final name."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-{Owner.me().token()}-"))
-        os.replace(out_dir, old / "previous")
-    os.replace(tmp, out_dir)
-    atomic.fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale_siblings(out_dir: str | Path) -> list[Path]:
-    """Remove the temporary siblings of `out_dir` (`.<name>.tmp-*`, `.<name>.old-*`) that no
-    live process owns; return them."""
-    out_dir = Path(out_dir)
-    removed = []
-    for kind in ("tmp", "old"):
-        prefix = f".{out_dir.name}.{kind}-"
-        for path in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
-            owner = Owner.parse(path.name[len(prefix):].rsplit("-", 1)[0])
-            stale = (owner.is_gone() if owner is not None
-                     else time.time() - path.stat().st_mtime > UNOWNED_STALE_SECONDS)
-            if stale and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                log.warning("removed %s: a temporary folder left by %s", path,
-                            f"process {owner.pid} on {owner.host}" if owner else "an interrupted build")
-                removed.append(path)
-    return removed
 
 
 def read_summary(out_dir: str | Path) -> dict:

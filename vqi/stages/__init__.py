@@ -1,8 +1,10 @@
 """The stage registry: name -> module, in pipeline order.
 
 A stage module defines `run(cfg) -> dict[str, float]` and may define
-`run_name(cfg) -> str` (the MLflow run name) and `resume_run_id(cfg) -> str | None`
-(an MLflow run to continue, e.g. after an interrupted training).
+`run_name(cfg) -> str` (the MLflow run name), `resume_run_id(cfg) -> str | None`
+(an MLflow run to continue, e.g. after an interrupted training) and
+`pipeline_stop(cfg, metrics) -> str | None` (why `stage=all` must end after this step, given
+the metrics it returned: e.g. a report that chose no method).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def _unknown(name: str) -> UnknownStageError:
 
 def check_stage(name: str) -> None:
     """Raise `UnknownStageError`, listing the valid names, unless `name` is a stage or `all`."""
-    if name not in STAGES and name != "all":
+    if not isinstance(name, str) or (name not in STAGES and name != "all"):
         raise _unknown(name)
 
 

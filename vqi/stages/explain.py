@@ -4,9 +4,11 @@ Config keys read: `seed`, `device`, `data.processed_dir`, `xai.{name, method, li
 engine, target, target_layer, split, checkpoint, batch_size, max_images, figures, maps_dir,
 figures_dir, transform, progress, amp, amp_dtype, channels_last}`. Writes `<xai.maps_dir>/<xai.name>/<stem>.npz` (one array per
 class name, docs/architecture.md) and `explain.json` (units, skipped units, seconds per image,
-checkpoint hash, device); logs Fig. 3-style overlays. Time per image: wall clock of the map
-computation of its batch (model warm, CUDA synchronised) / images in the batch; the prediction
-pass that gives T_c is not counted (it is the same for every method).
+checkpoint hash, device); logs Fig. 3-style overlays. The method's folder is built beside and
+swapped in whole, so it holds one model's maps: an interrupted run leaves the previous one.
+Time per image: wall clock of the map computation of its batch (model warm, CUDA synchronised) /
+images in the batch; the prediction pass that gives T_c is not counted (it is the same for every
+method).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from vqi.engine.precision import Precision
 from vqi.models.checkpoint import load_model
 from vqi.reporting.figures import save_cam_figure, to_rgb
 from vqi.reporting.table1 import label
+from vqi.utils.atomic import atomic_dir, staged_files
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
 from vqi.xai.base import BaseCAM
@@ -87,6 +90,39 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"xai.batch_size must be >= 1, got {batch_size}")
     method_dir = Path(xc.maps_dir) / xc.name
     figures_dir = Path(xc.figures_dir)
+    # Built beside and swapped in whole: an interrupted run leaves the previous maps as they were,
+    # never some maps of another model under an explain.json that names the old one.
+    with staged_files(figures_dir) as drawing, atomic_dir(method_dir) as building:
+        images_meta = _explain_all(cfg, model, cam, names, dataset, count, precision, device, building, drawing)
+        checkpoint_hash = file_hash(xc.checkpoint)
+        write_meta(building, {
+            "method": xc.name, "engine": xc.engine, "target": xc.target, "target_layer": xc.target_layer,
+            "split": xc.split, "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
+            "device": _device_name(device), "precision": precision.describe(device), "batch_size": batch_size,
+            "images": images_meta,
+        })
+    mlflow.set_tags({"xai_method": xc.name, "xai_engine": xc.engine, "xai_target": xc.target,
+                     "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
+                     "device": _device_name(device), "precision": precision.describe(device),
+                     "maps_dir": str(method_dir)})
+    if figures_dir.is_dir():
+        mlflow.log_artifacts(str(figures_dir), artifact_path="figures")
+    times = [m["seconds"] for m in images_meta.values() if m["classes"]]
+    units_total = sum(len(m["classes"]) for m in images_meta.values())
+    log.info("explain %s (%s engine): %d images, %d units, median %.3f s/image -> %s", xc.name, xc.engine,
+             count, units_total, float(np.median(times)) if times else float("nan"), method_dir)
+    return {"images": float(count), "units": float(units_total),
+            **({"time": float(np.median(times))} if times else {})}
+
+
+def _explain_all(cfg: DictConfig, model: torch.nn.Module, cam: BaseCAM, names: list[str],
+                 dataset: SegmentationDataset, count: int, precision: Precision, device: torch.device,
+                 maps_dir: Path, figures_dir: Path) -> dict[str, dict]:
+    """Explain the first `count` images of `dataset`: each image's maps to `maps_dir/<stem>.npz`,
+    the first `xai.figures` images with units drawn to `figures_dir`; returns explain.json's
+    `images` (classes, seconds and skipped units per image)."""
+    xc = cfg.xai
+    batch_size = int(xc.batch_size)
     images_meta: dict[str, dict] = {}
     drawn = 0
     for start in progress(range(0, count, batch_size), desc=f"explain {xc.name}", disable=not xc.progress):
@@ -109,7 +145,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         maps_np = maps.detach().cpu().numpy().astype(np.float32)
         for n, (_, _, stem) in enumerate(items):
             mine = [(names[u.class_id], maps_np[i]) for i, u in enumerate(units) if u.index == n]
-            save_maps(method_dir / f"{stem}.npz", dict(mine))
+            save_maps(maps_dir / f"{stem}.npz", dict(mine), durable=False)  # the folder is fsynced whole
             images_meta[stem] = {"classes": [name for name, _ in mine], "seconds": seconds,
                                  "skipped": {CLASS_NAMES[c]: why for c, why in skipped[n].items()}}
             if mine and drawn < int(xc.figures):
@@ -117,25 +153,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                 preds[n].cpu().numpy(), mine, method=label(xc.name),
                                 title=f"{label(xc.name)} on {xc.split} image {stem} (target: {xc.target} mask)")
                 drawn += 1
-    checkpoint_hash = file_hash(xc.checkpoint)
-    write_meta(method_dir, {
-        "method": xc.name, "engine": xc.engine, "target": xc.target, "target_layer": xc.target_layer,
-        "split": xc.split, "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-        "device": _device_name(device), "precision": precision.describe(device), "batch_size": batch_size,
-        "images": images_meta,
-    })
-    mlflow.set_tags({"xai_method": xc.name, "xai_engine": xc.engine, "xai_target": xc.target,
-                     "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-                     "device": _device_name(device), "precision": precision.describe(device),
-                     "maps_dir": str(method_dir)})
-    if figures_dir.is_dir():
-        mlflow.log_artifacts(str(figures_dir), artifact_path="figures")
-    times = [m["seconds"] for m in images_meta.values() if m["classes"]]
-    units_total = sum(len(m["classes"]) for m in images_meta.values())
-    log.info("explain %s (%s engine): %d images, %d units, median %.3f s/image -> %s", xc.name, xc.engine,
-             count, units_total, float(np.median(times)) if times else float("nan"), method_dir)
-    return {"images": float(count), "units": float(units_total),
-            **({"time": float(np.median(times))} if times else {})}
+    return images_meta
 
 
 def _device_name(device: torch.device) -> str:

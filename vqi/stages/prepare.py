@@ -23,6 +23,7 @@ from vqi.data import prepared
 from vqi.data.coco import read_annotations
 from vqi.data.labelme import truth_folder
 from vqi.data.splits import assign_listed, random_split, read_split_files
+from vqi.utils import atomic
 from vqi.viz.preview import save_preview
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def _preview(out_dir: Path, count: int, target: Path) -> Path | None:
 def run(cfg: DictConfig) -> dict[str, float]:
     data = cfg.data
     if data.get("generator"):
+        if data.generator.get("out_dir"):  # what a generator killed with -9 left beside its folder
+            atomic.remove_stale_siblings(Path(data.generator.out_dir))
         log.info("generated dataset: %s", instantiate(data.generator))
     source = instantiate(data.source, _convert_="all")
     stems = source.stems()

@@ -9,6 +9,7 @@ writes `table1.md/.csv/.tex` and `chosen_method.json` (read by the augment stage
 deletion / insertion / pointing with the latest FINISHED `sanity` run of the checkpoint. The
 chosen method follows Table I's rule unless `report.choose_by=table3`; the floor (Random-CAM) is
 never chosen, and the notes say when the chosen method fails the sanity check or does not beat it.
+When every method explained 0 units, no method is chosen (Table I says why; no chosen_method.json).
 Table II takes the latest FINISHED `test` run of `test.checkpoint` and `retrain` run of the
 enhanced checkpoint (`retrain.checkpoint_dir`) on `test.split`, and writes `table2.md/.csv/.tex`.
 """
@@ -98,6 +99,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if missing:
         notes.append(f"Not evaluated for this checkpoint: {', '.join(missing)}.")
     table = build_table1(results, caption="Table I: plausibility and faithfulness of CAM methods", notes=notes)
+    if nothing_explained(results):
+        return _no_method(cfg, table, checkpoint, checkpoint_hash) | table2(cfg, experiment_id)
     trust = _table3_results(results, sanity_run(experiment_id, checkpoint_hash))
     rule = "Table I" if cfg.report.choose_by == "table1" else "Table III"
     if cfg.report.choose_by == "table1":
@@ -132,7 +135,48 @@ def run(cfg: DictConfig) -> dict[str, float]:
     mlflow.set_tags({"chosen_method": winner, "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
     log.info("Table I (%d methods) -> %s; chosen method: %s; figures: %s", len(results), paths[0], winner,
              ", ".join(p.name for p in figures))
-    return {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, experiment_id)
+    return ({"units": max(r.metrics.get("units", 0.0) for r in results)}
+            | {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, experiment_id))
+
+
+def pipeline_stop(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
+    """Why `stage=all` must not go on after this report: no method was chosen, so augment would
+    propose nothing from no explanation and retrain would train on the labels as they were."""
+    if metrics.get("units") != 0 or str(cfg.augment.proposer) == "dilate":
+        return None
+    cause = (f"the model predicts none of the foreground classes that split '{cfg.xai.split}' holds"
+             if cfg.xai.target == "pred" else f"split '{cfg.xai.split}' holds no foreground")
+    return (f"every method explained 0 units ({cause}), so Table I chose no method and there is no "
+            "explanation to propose annotations with; augment and retrain were not run. Train longer "
+            "(train.epochs), check the data and labels, or use augment.proposer=dilate, which needs no explanation")
+
+
+def nothing_explained(results: list[MethodResult]) -> bool:
+    """Every method's evaluate run counted 0 units: there is nothing to rank and no method whose
+    explanations could propose annotations (an undertrained model that predicts no foreground)."""
+    return bool(results) and all(r.metrics.get("units") == 0 for r in results)
+
+
+def _no_method(cfg: DictConfig, table, checkpoint: Path, checkpoint_hash: str) -> dict[str, float]:
+    """Table I with a note that no method is chosen and why; no chosen_method.json (an older one
+    is removed, as the augment stage would use it) and no chart of empty panels."""
+    reason = (f"No method is chosen: every method explained 0 units on split '{cfg.xai.split}' (a unit needs "
+              f"ground-truth pixels of a class and pixels of its target mask, xai.target={cfg.xai.target}"
+              + (": the model's prediction" if cfg.xai.target == "pred" else "") + "). There is nothing to "
+              "rank and no explanation to propose annotations with. If the model predicts no foreground "
+              "(skipped units 'in_gt_not_predicted'), train longer (train.epochs) or check the data and labels.")
+    table.notes.append(reason)
+    tables_dir = Path(cfg.paths.tables_dir)
+    paths = write_table(table, tables_dir, "table1")
+    stale = tables_dir / CHOSEN
+    if stale.is_file():
+        stale.unlink()
+        log.warning("removed %s: it named a method chosen for another report", stale)
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path="tables")
+    mlflow.set_tags({"chosen_method": "none", "checkpoint": str(checkpoint), "checkpoint_hash": checkpoint_hash})
+    log.warning("Table I -> %s: %s", paths[0], reason)
+    return {"units": 0.0}
 
 
 def _table3_results(results: list[MethodResult], sanity) -> list[MethodResult]:

@@ -40,6 +40,7 @@ from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_
 from vqi.models.checkpoint import load_checkpoint, save_checkpoint
 from vqi.models.factory import build_model
 from vqi.reporting.charts import save_training_curves
+from vqi.utils import atomic
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
 
@@ -145,6 +146,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
     tc = cfg.train
     main = dist_info.is_main
     ckpt_dir = Path(tc.checkpoint_dir)
+    if main:  # checkpoints a process killed with -9 was writing
+        atomic.remove_stale_temporaries(ckpt_dir)
     state, ckpt = checkpoint_state(cfg)
     if state == "done":
         log.info("reusing the finished training in %s (%d/%d epochs, same config)",

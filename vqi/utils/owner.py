@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+_IMPORTED_AT = time.time()
 
 
 def _start_time(pid: int) -> str:
@@ -19,6 +22,17 @@ def _start_time(pid: int) -> str:
     except OSError:
         return ""
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch, from /proc); where there is no /proc,
+    when this module was imported (at start-up, before any stage runs)."""
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(_start_time(os.getpid())) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration):
+        return _IMPORTED_AT
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ def file_hash(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
-def save_maps(path: str | Path, maps: Mapping[str, np.ndarray]) -> None:
-    """Write one image's maps (class name -> H x W) atomically as float32."""
-    with atomic_path(path) as tmp:
+def save_maps(path: str | Path, maps: Mapping[str, np.ndarray], durable: bool = True) -> None:
+    """Write one image's maps (class name -> H x W) atomically as float32 (`durable=False`: no
+    fsync, for a folder that is fsynced whole before it is renamed into place)."""
+    with atomic_path(path, durable=durable) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **{k: np.asarray(v, dtype=np.float32) for k, v in maps.items()})
 
