@@ -140,15 +140,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def pipeline_stop(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
-    """Why `stage=all` must not go on after this report: no method was chosen, so augment would
-    propose nothing from no explanation and retrain would train on the labels as they were."""
-    if metrics.get("units") != 0 or str(cfg.augment.proposer) == "dilate":
+    """Why `stage=all` must not go on after this report: no method was chosen, so augment has no
+    explanation to draw or rank with, and a model that predicts no foreground proposes no region."""
+    if metrics.get("units") != 0:
         return None
     cause = (f"the model predicts none of the foreground classes that split '{cfg.xai.split}' holds"
              if cfg.xai.target == "pred" else f"split '{cfg.xai.split}' holds no foreground")
     return (f"every method explained 0 units ({cause}), so Table I chose no method and there is no "
-            "explanation to propose annotations with; augment and retrain were not run. Train longer "
-            "(train.epochs), check the data and labels, or use augment.proposer=dilate, which needs no explanation")
+            "explanation for the review sheets and the cam rankers; augment and retrain were not run. Train "
+            "longer (train.epochs), or check the data and labels")
 
 
 def nothing_explained(results: list[MethodResult]) -> bool:
