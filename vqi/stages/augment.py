@@ -82,8 +82,8 @@ def chosen_method(cfg: DictConfig) -> str:
         return str(cfg.augment.method)
     path = Path(cfg.paths.tables_dir) / "chosen_method.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `stage=report` (Table I) first, "
-                                "or set augment.method=<name>")
+        raise FileNotFoundError(f"{path} does not exist: run `stage=report` (Table I) first (it chooses no "
+                                "method when every method explained 0 units: train longer), or set augment.method=<name>")
     return str(json.loads(path.read_text())["method"])
 
 
