@@ -24,3 +24,17 @@ def test_the_budget_is_where_the_rankers_differ_most_and_thresholds_maximise_lab
     settings, why = choose_settings(results)
     assert settings == {"budget": 0.2, "cam_threshold": 0.5, "width_threshold": 2.0}
     assert why[0] == "development seeds [1, 2]" and "budget 0.2" in why[1]
+
+
+def test_the_budget_figure_has_the_curves_and_the_paired_differences(tmp_path):
+    from PIL import Image
+
+    from vqi.study.budget_table import budget_figure, budget_table
+
+    results = {seed: {**result(seed / 10), "class_name": "cable",
+                      "rankers": {name: {**r, "aubc": sum(r["curve"]) / 5, "auc": {"enlarge": 0.6, "unlabelled": 0.5}}
+                                  for name, r in result(seed / 10)["rankers"].items()}} for seed in (1, 2, 3)}
+    path = budget_figure(results, tmp_path / "f.png", "title")
+    assert Image.open(path).size == (1440, 540)                          # two panels side by side
+    text = budget_table(results, "caption").markdown()
+    assert "| cam |" in text and "AUBC cam − softmax" in text and "AUBC cam − random" in text

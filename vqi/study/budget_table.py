@@ -62,26 +62,45 @@ def aubc_by_seed(results: Mapping[int, dict], ranker: str) -> dict[int, float]:
     return {seed: r["rankers"][ranker]["aubc"] for seed, r in results.items() if ranker in r["rankers"]}
 
 
+REFERENCE = "softmax"
+"""The ranker the figure's right panel subtracts: the best order that needs no explanation."""
+
+
 def budget_figure(results: Mapping[int, dict], path: str | Path, title: str) -> Path:
-    """Label IoU against budget: a line (mean over seeds) and a 95% t band per ranker."""
+    """Left: label IoU against budget, a line (mean over seeds) and a 95% t band per ranker.
+    Right: each ranker minus `REFERENCE` on the same seed, mean and 95% t band: the paired view
+    that the left panel's between-seed bands hide."""
     first = next(iter(results.values()))
     budgets = [100 * b for b in first["budgets"]]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, (ax, diff) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
     for name in first["rankers"]:
-        curves = [r["rankers"][name]["curve"] for r in results.values() if name in r["rankers"]]
-        bands = [mean_interval([c[i] for c in curves]) for i in range(len(budgets))]
-        means = [m for m, _ in bands]
-        (line,) = ax.plot(budgets, means, marker="o", ms=3, label=name)
-        if len(curves) > 1:
-            ax.fill_between(budgets, [m - h for m, h in bands], [m + h for m, h in bands], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("budget: share of proposals reviewed (%)")
+        curves = {seed: r["rankers"][name]["curve"] for seed, r in results.items() if name in r["rankers"]}
+        bands = [mean_interval([c[i] for c in curves.values()]) for i in range(len(budgets))]
+        (line,) = ax.plot(budgets, [m for m, _ in bands], marker="o", ms=3, label=name)
+        _band(ax, budgets, bands, line.get_color())
+        if name != REFERENCE and REFERENCE in first["rankers"]:
+            paired_bands = [mean_interval([c[i] - results[seed]["rankers"][REFERENCE]["curve"][i]
+                                           for seed, c in curves.items()]) for i in range(len(budgets))]
+            diff.plot(budgets, [m for m, _ in paired_bands], marker="o", ms=3, color=line.get_color(), label=name)
+            _band(diff, budgets, paired_bands, line.get_color())
     ax.set_ylabel(f"training-label {first['class_name']} IoU vs truth (%)")
     ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    diff.axhline(0, color="black", lw=0.8)
+    diff.set_ylabel(f"minus {REFERENCE} on the same seed (points)")
+    diff.set_title(f"Paired difference to {REFERENCE}, mean and 95% t band", fontsize=10)
+    for panel in (ax, diff):
+        panel.set_xlabel("budget: share of proposals reviewed (%)")
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=8, loc="lower right" if panel is ax else "upper left")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _band(panel, budgets: list[float], bands: list[tuple[float, float]], color) -> None:
+    """The 95% t band around a line (none where a single seed gives no interval)."""
+    if all(math.isfinite(h) for _, h in bands):
+        panel.fill_between(budgets, [m - h for m, h in bands], [m + h for m, h in bands], color=color, alpha=0.15)
