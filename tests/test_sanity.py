@@ -3,6 +3,7 @@ computations, undefined correlations reported as such, and stage=sanity end to e
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -28,16 +29,29 @@ def _ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
     return float(s[5:-5, 5:-5].mean())
 
 
-def test_spearman_equals_scipy_with_ties_and_is_undefined_for_constant_maps():
+def test_spearman_is_the_pearson_correlation_of_average_ranks_unit_by_unit():
     rng = np.random.default_rng(0)
     a = rng.random((4, 16, 16))
     b = np.round(a + 0.3 * rng.random((4, 16, 16)), 1)        # many ties
-    expected = [stats.spearmanr(x.ravel(), y.ravel()).statistic for x, y in zip(a, b)]
+    b[3] = rng.random((16, 16))                                # unit 3 unrelated: rows must be paired, not pooled
+    expected = [np.corrcoef(stats.rankdata(x.ravel()), stats.rankdata(y.ravel()))[0, 1] for x, y in zip(a, b)]
     np.testing.assert_allclose(sanity.spearman(a, b), expected, atol=1e-12)
     assert sanity.spearman(a[:1], a[:1])[0] == pytest.approx(1.0)
     assert sanity.spearman(a[:1], -a[:1])[0] == pytest.approx(-1.0)
-    const = np.zeros((2, 16, 16))
-    assert np.isnan(sanity.spearman(a[:2], const)).all() and np.isnan(sanity.spearman(const, const)).all()
+    with pytest.raises(ValueError, match="differ in shape"):
+        sanity.spearman(a, b[:3])
+
+
+def test_spearman_of_a_constant_map_is_nan_without_a_warning():
+    a = np.random.default_rng(2).random((3, 16, 16))
+    const = np.zeros((3, 16, 16))
+    const[2] = a[2]                                            # the one unit with two rankings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # scipy's ConstantInputWarning would fail here
+        rho = sanity.spearman(a, const)
+        both_constant = sanity.spearman(const[:2], const[:2])
+    assert np.isnan(rho[:2]).all() and rho[2] == pytest.approx(1.0)
+    assert np.isnan(both_constant).all()
 
 
 def test_ssim_equals_the_reference_and_is_one_for_identical_maps():

@@ -14,25 +14,23 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given their average rank."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    return (ends - (counts - 1) / 2.0)[inverse.ravel()]
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per unit Spearman correlation of two U x H x W stacks; NaN where either map is constant."""
+    """Per unit Spearman rho of two U x H x W stacks (`scipy.stats.spearmanr` of unit u's two
+    flattened maps, ties at their average rank). NaN where either map is constant: it has no
+    ranking. That case is decided here, not left to scipy, so that it stays a documented rule and
+    raises no warning per unit. One unit at a time: spearmanr over whole stacks would correlate
+    every map with every other (2U x 2U)."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"spearman: the stacks differ in shape, {np.shape(a)} and {np.shape(b)}")
     out = np.full(len(a), np.nan)
     for u, (x, y) in enumerate(zip(a, b)):
-        rx, ry = _ranks(np.ravel(x)), _ranks(np.ravel(y))
-        rx, ry = rx - rx.mean(), ry - ry.mean()
-        denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
-        if denom > 0:
-            out[u] = float((rx * ry).sum() / denom)
+        x, y = np.ravel(x), np.ravel(y)
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            out[u] = stats.spearmanr(x, y).statistic
     return out
 
 
