@@ -18,6 +18,10 @@ SEEDS ?= 1 2 3 4 5
 STUDY_ARGS ?= 'xai_methods=[gradcam,hirescam]'
 PROTOCOL ?= conf/study/development.yaml
 BUDGET_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
+# The Quantus cross-checks' library (tests/test_quantus_parity.py; LGPL-3.0+), without its
+# dependencies: it asks for opencv-python, which writes the same cv2 package as the
+# opencv-python-headless that vqi uses; its other dependencies are already vqi's.
+QUANTUS := quantus==0.6.0
 
 .PHONY: help install lock demo table1 table2 table3 paper study budget serve ui test test-all
 
@@ -28,7 +32,7 @@ install: $(VENV)/.installed ## Create .venv and install vqi (editable) with the 
 
 # The lock pins every package the results depend on (CPython 3.11, Linux x86-64: what CI runs);
 # on another Python it cannot apply, so the install goes on unpinned and says so. LOCK= skips it.
-$(VENV)/.installed: pyproject.toml $(LOCK)
+$(VENV)/.installed: pyproject.toml $(LOCK) Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	@if [ -n "$(LOCK)" ] && $(PY) -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(LOCK_PYTHON)")'; then \
 	  echo "$(PY) -m pip install -q -c $(LOCK) -e '.[dev,study]'"; $(PY) -m pip install -q -c $(LOCK) -e '.[dev,study]'; \
@@ -36,6 +40,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	  echo "warning: $(if $(LOCK),$(LOCK) is for CPython $(LOCK_PYTHON) and this is $$($(PY) -V);) installing unpinned: results may differ from the README's"; \
 	  $(PY) -m pip install -q -e '.[dev,study]'; \
 	fi
+	$(PY) -m pip install -q --no-deps $(QUANTUS)
 	touch $@
 
 lock: install ## Re-resolve requirements.lock from pyproject.toml (deliberately: then re-measure the README's tables)
