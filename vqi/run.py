@@ -273,6 +273,7 @@ def cli() -> None:
 
 
 vqi_config.register_resolvers()
+vqi_config.register_stage_group()
 quiet_third_party_logs()  # before any stage imports matplotlib or starts a server
 
 if __name__ == "__main__":
