@@ -8,6 +8,7 @@ import sys
 
 from cli_factory import cli_env
 
+import vqi
 from vqi.stages import STAGES
 
 
@@ -16,6 +17,10 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def test_version_is_vqis_own():
+    assert _cli("--version").stdout.strip() == f"vqi {vqi.__version__}"
 
 
 def test_completion_offers_the_stages_after_stage_equals():

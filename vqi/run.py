@@ -30,6 +30,7 @@ from hydra.core.override_parser.types import QuotedString, ValueType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vqi import __version__
 from vqi import config as vqi_config
 from vqi import tracking
 from vqi.data.prepared import current_fingerprint
@@ -264,7 +265,11 @@ def stage_argument_error(argv: list[str]) -> str | None:
 
 
 def cli() -> None:
-    """The command line: check the stage argument, then run the Hydra app."""
+    """The command line: `--version` answers with vqi's own (Hydra's would answer with Hydra's),
+    otherwise check the stage argument, then run the Hydra app."""
+    if "--version" in sys.argv[1:]:
+        print(f"vqi {__version__}")
+        return
     error = stage_argument_error(sys.argv[1:])
     if error:
         print(f"vqi: {error}", file=sys.stderr)
