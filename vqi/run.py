@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from vqi import __version__
 from vqi import config as vqi_config
 from vqi import tracking
+from vqi.cli_help import register_help_resolvers
 from vqi.data.prepared import current_fingerprint
 from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_stage, load_stage
 from vqi.utils.logs import quiet_third_party_logs
@@ -279,6 +280,7 @@ def cli() -> None:
 
 vqi_config.register_resolvers()
 vqi_config.register_stage_group()
+register_help_resolvers()
 quiet_third_party_logs()  # before any stage imports matplotlib or starts a server
 
 if __name__ == "__main__":
