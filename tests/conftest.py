@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from cli_factory import cli_env
 
 from vqi import PROJECT_ROOT
-from vqi.config import CONFIG_DIR, register_resolvers
+from vqi.config import CONFIG_DIR, register_resolvers, register_stage_group
 
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "ttpla-sample"
 
@@ -33,6 +33,7 @@ def tmp_paths(tmp_path: Path) -> list[str]:
 def make_cfg(tmp_paths):
     """Compose the app's config as `python -m vqi.run` would, with paths in tmp."""
     register_resolvers()
+    register_stage_group()
 
     def _compose(*overrides: str, stage: str = "all") -> DictConfig:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vqi import FROM_CHECKOUT, PROJECT_ROOT
 from vqi.data.synthetic import width_factor_range
+from vqi.stages import STAGES
 
 CONFIG_DIR = PROJECT_ROOT / "conf" if FROM_CHECKOUT else Path(__file__).resolve().parent / "conf"
 """The checkout's `conf/`; in an installed wheel, the copy the build put inside the package."""
@@ -63,9 +65,22 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("vqi_if", lambda condition, then, otherwise: then if condition else otherwise)
 
 
+def register_stage_group() -> None:
+    """Make `stage` a config group as well as a key: one option per registered stage and `all`,
+    each setting `stage` to its name. Hydra's tab completion offers a group's options after
+    `stage=`, and the names come from the stage registry, not from a folder of files kept by
+    hand. `conf/config.yaml` declares the group with no default (`stage: null`), so the key
+    stays `???` until one is chosen; where the group is not registered, `stage=<name>` sets the
+    key as a plain value, to the same config."""
+    store = ConfigStore.instance()
+    for name in [*STAGES, "all"]:
+        store.store(group="stage", name=name, node={"stage": name}, package="_global_")
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The app's config composed with `overrides`, inside the running Hydra app or outside it."""
     register_resolvers()
+    register_stage_group()
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="config", overrides=overrides)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

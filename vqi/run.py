@@ -30,8 +30,10 @@ from hydra.core.override_parser.types import QuotedString, ValueType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vqi import __version__
 from vqi import config as vqi_config
 from vqi import tracking
+from vqi.cli_help import register_help_resolvers
 from vqi.data.prepared import current_fingerprint
 from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_stage, load_stage
 from vqi.utils.logs import quiet_third_party_logs
@@ -264,7 +266,11 @@ def stage_argument_error(argv: list[str]) -> str | None:
 
 
 def cli() -> None:
-    """The command line: check the stage argument, then run the Hydra app."""
+    """The command line: `--version` answers with vqi's own (Hydra's would answer with Hydra's),
+    otherwise check the stage argument, then run the Hydra app."""
+    if "--version" in sys.argv[1:]:
+        print(f"vqi {__version__}")
+        return
     error = stage_argument_error(sys.argv[1:])
     if error:
         print(f"vqi: {error}", file=sys.stderr)
@@ -273,6 +279,8 @@ def cli() -> None:
 
 
 vqi_config.register_resolvers()
+vqi_config.register_stage_group()
+register_help_resolvers()
 quiet_third_party_logs()  # before any stage imports matplotlib or starts a server
 
 if __name__ == "__main__":
