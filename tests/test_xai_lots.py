@@ -2,14 +2,21 @@
 stopping rule, and a real torchvision model through its Hydra config."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vqi.augment import regions
+from vqi.augment.proposals import ENLARGE, Proposal
 from vqi.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vqi.engine.precision import Precision
 from vqi.models.factory import build_model
 from vqi.stages.explain import build_cam
+from vqi.study.evidence import explained_images
+from vqi.study.rankers import CAM, LOTS as LOTS_MAPS, Evidence, review_order
+from vqi.study.rankers.cam import CamRanker
+from vqi.study.rankers.lots import LotsRanker
 from vqi.xai.hirescam import HiResCAM
 from vqi.xai.lots import LOTS
 from vqi.xai.targets import Unit
@@ -21,19 +28,20 @@ MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_ST
 class PatchSegmenter(nn.Module):
     """A 4x4-stride-4 `target_layer` (8x8 cells on a 32x32 image) with two channels: `wire` reads
     only pixel (1, 1) of each cell, `context` only pixel (2, 2); class 1's logit is `wire` alone,
-    class 0's `context`, upsampled by copying each cell. So class 1's score over a mask depends only
-    on the (1, 1) pixels of the cells under it: a region a quarter of a cell's width, which no map
-    at the layer's resolution can pick out."""
+    class 0's `context` + 1 (only a white wire pixel makes class 1 win), upsampled by copying each
+    cell. So class 1's score over a mask depends only on the (1, 1) pixels of the cells under it:
+    a region a quarter of a cell's width, which no map at the layer's resolution can pick out."""
 
     def __init__(self):
         super().__init__()
         self.target_layer = nn.Conv2d(3, 2, CELL, stride=CELL, bias=False)
-        self.head = nn.Conv2d(2, 2, 1, bias=False)
+        self.head = nn.Conv2d(2, 2, 1)
         with torch.no_grad():
             self.target_layer.weight.zero_()
             self.target_layer.weight[0, :, 1, 1] = 1.0
             self.target_layer.weight[1, :, 2, 2] = 1.0
             self.head.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]])[:, :, None, None])
+            self.head.bias.copy_(torch.tensor([1.0, 0.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.target_layer(x)).repeat_interleave(CELL, 2).repeat_interleave(CELL, 3)
@@ -119,3 +127,28 @@ def test_lots_from_its_config_on_lraspp_mobilenet_gives_input_resolution_maps_an
         build_cam(make_cfg("model=lraspp_mobilenet_v3_large", "xai=lots", "xai.engine=library"), model)
     with pytest.raises(ValueError, match="xai.method.blur_sigma"):
         LOTS(model, "backbone.15", blur_sigma=-1)
+
+
+def test_the_lots_ranker_tells_the_wire_from_its_border_where_the_cam_ranker_cannot():
+    """Issue 21 in small: a proposal on the wire's pixels and one on the row beside them lie in the
+    same layer cells, so the CAM scores them alike; the LOTS map, from the evidence pass as
+    stage=budget runs it, puts the wire first."""
+    model = PatchSegmenter().eval()
+    image, _, wire = wire_image(3)
+    beside = torch.roll(wire, 1, dims=0)
+    batches = [(image[None], torch.zeros(1, SIZE, SIZE, dtype=torch.uint8), ["a"])]
+    class_ids = {"background": 0, "cable": 1}
+    (seen,) = explained_images(batches, model, torch.device("cpu"), Precision(), class_ids, ["cable"], {CAM, LOTS_MAPS},
+                               HiResCAM(model, "target_layer"), lots_method=LOTS(model, "target_layer", steps=5))
+    assert seen.lots["cable"].shape == (SIZE, SIZE) and seen.fine_cams == {}
+    evidence = Evidence(seen.label, class_ids, cams=seen.cams, lots=seen.lots)
+    proposals = [Proposal(proposal_id=name, image="a", kind=ENLARGE, class_name="cable", score=0.0,
+                          region=regions.encode(mask.numpy()), bbox=regions.bbox(mask.numpy()),
+                          area=int(mask.sum()), annotation_id=1, k=1)
+                 for name, mask in (("a/beside", beside), ("a/wire", wire))]
+    ids = [p.proposal_id for p in proposals]
+    cam_scores, lots_scores = CamRanker().scores(proposals, evidence), LotsRanker().scores(proposals, evidence)
+    assert cam_scores[0] == pytest.approx(cam_scores[1], abs=1e-6)
+    assert lots_scores[1] > 1.5 * lots_scores[0] and review_order(ids, lots_scores) == [1, 0]
+    with pytest.raises(ValueError, match="lots"):
+        next(explained_images(batches, model, torch.device("cpu"), Precision(), class_ids, ["cable"], {LOTS_MAPS}))
