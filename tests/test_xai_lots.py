@@ -2,6 +2,8 @@
 stopping rule, and a real torchvision model through its Hydra config."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,27 @@ def test_the_lots_ranker_tells_the_wire_from_its_border_where_the_cam_ranker_can
     assert lots_scores[1] > 1.5 * lots_scores[0] and review_order(ids, lots_scores) == [1, 0]
     with pytest.raises(ValueError, match="lots"):
         next(explained_images(batches, model, torch.device("cpu"), Precision(), class_ids, ["cable"], {LOTS_MAPS}))
+
+
+@pytest.mark.slow
+def test_explain_and_evaluate_run_lots_as_a_table_row(make_cfg, tmp_path):
+    """What `stage=all` runs for `xai_methods=[..., lots]`: explain writes input-sized maps per
+    unit, evaluate scores them like any method's."""
+    import mlflow
+    from xai_factory import xai_setup
+
+    from vqi import tracking
+    from vqi.stages import evaluate, explain
+    from vqi.xai.maps import load_maps, read_meta
+
+    cfg = make_cfg(*xai_setup(tmp_path), "xai=lots", "xai.method.steps=2", "xai.figures=0", stage="explain")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    with mlflow.start_run(experiment_id=experiment_id):
+        out = explain.run(cfg)
+    method_dir = Path(cfg.xai.maps_dir) / "lots"
+    assert read_meta(method_dir)["method"] == "lots" and out["units"] > 0
+    maps = [m for p in method_dir.glob("*.npz") for m in load_maps(p).values()]
+    assert len(maps) == out["units"] and all(m.shape == (40, 40) and 0 <= m.min() and m.max() <= 1 for m in maps)
+    with mlflow.start_run(experiment_id=experiment_id):
+        metrics = evaluate.run(cfg)
+    assert metrics["units"] == out["units"] and all(np.isfinite(metrics[k]) for k in ("ebpg", "iou", "drop", "deletion"))
