@@ -74,7 +74,8 @@ class LOTS(BaseCAM):
         super().__init__(model, target_layer)
         checks = {"steps": (steps, int(steps) >= 1, ">= 1"), "step_size": (step_size, step_size > 0, "> 0"),
                   "tolerance": (tolerance, 0 <= tolerance < 1, "in [0, 1)"),
-                  "blur_sigma": (blur_sigma, blur_sigma >= 0, ">= 0"), "batch_size": (batch_size, int(batch_size) >= 1, ">= 1")}
+                  "blur_sigma": (blur_sigma, blur_sigma >= 0, ">= 0"),
+                  "batch_size": (batch_size, int(batch_size) >= 1, ">= 1")}
         for key, (value, ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"xai.method.{key} (LOTS) must be {expected}, got {value!r}")
@@ -109,8 +110,9 @@ class LOTS(BaseCAM):
                 features = self.layer_features(origin)
             masks = torch.stack([u.mask for u in units]).to(features)
             footprint = (F.adaptive_max_pool2d(masks[:, None], features.shape[-2:]) > 0).to(features)
-            outside = 1 - footprint
-            targets = (features * outside).sum(dim=(2, 3), keepdim=True) / outside.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+            outside = 1 - footprint   # the target: the mean feature outside the footprint (zero if none)
+            targets = ((features * outside).sum(dim=(2, 3), keepdim=True)
+                       / outside.sum(dim=(2, 3), keepdim=True).clamp_min(1))
             start = ((features - targets) * footprint).flatten(1).norm(dim=1)
             adversarial = self._synthesise(origin, targets, footprint, start)
         change = (rgb_to_grayscale(adversarial) - rgb_to_grayscale(origin))[:, 0].abs()
