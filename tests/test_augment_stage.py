@@ -343,3 +343,27 @@ def test_budget_curves_start_at_the_labels_and_end_where_the_oracle_reviews_ever
     for r in result["rankers"].values():
         c = r["curve"]
         assert r["aubc"] == pytest.approx(0.5 * (c[0] + c[1]) / 2 + 0.5 * (c[1] + c[2]) / 2)
+
+
+@pytest.mark.slow
+def test_budget_ranks_by_lots_when_asked_with_the_runs_lots_settings(setup, tmp_path, monkeypatch):
+    """`budget.rankers=[..., lots]`: the evidence pass runs LOTS (the run's `xai=lots` settings,
+    here 2 steps) on every predicted cable, and the lots ranker gets its curve and AUCs."""
+    from vqi.stages import budget
+    from vqi.xai.lots import LOTS
+
+    processed, make = setup
+    _write_truth(processed)
+    runs = []
+    monkeypatch.setattr(LOTS, "maps", lambda self, images, units, real=LOTS.maps: runs.append(self.steps)
+                        or real(self, images, units))
+    cfg = make("augment.enlarge.k=1", "augment.enlarge.k_max=2", f"budget.output_dir={tmp_path / 'budget'}",
+               "budget.budgets=[0,1]", "budget.rankers=[cam,lots]", "budget.thresholds={}", "xai=lots",
+               "xai.method.steps=2")
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+    with mlflow.start_run(experiment_id=experiment_id):
+        metrics = budget.run(cfg)
+    result = json.loads((tmp_path / "budget" / "budget.json").read_text())
+    assert set(result["rankers"]) == {"cam", "lots"} and "aubc/lots" in metrics
+    assert result["rankers"]["lots"]["curve"] == pytest.approx(result["rankers"]["cam"]["curve"])  # B = 0 and 1
+    assert runs and set(runs) == {2}

@@ -10,6 +10,7 @@ from vqi.study.rankers import Evidence, review_order
 from vqi.study.rankers.cam import CamRanker
 from vqi.study.rankers.cam_fine import FineCamRanker
 from vqi.study.rankers.cleanlab import CleanlabRanker, pixel_label_quality
+from vqi.study.rankers.lots import LotsRanker
 from vqi.study.rankers.random import RandomRanker
 from vqi.study.rankers.softmax import SoftmaxRanker
 from vqi.study.rankers.width import WidthRanker, annotated_width
@@ -38,14 +39,16 @@ def evidence(**kw):
     return Evidence(label=np.zeros((H, W), np.uint8), class_ids=CLASS_IDS, **kw)
 
 
-def test_cam_rankers_put_the_region_the_map_lights_first():
+def test_map_rankers_put_the_region_the_map_lights_first():
     cam = np.where(HOT, 0.9, 0.1)
     props = [proposal("a/cold", COLD), proposal("a/hot", HOT)]
-    for ranker, ev in ((CamRanker(), evidence(cams={"cable": cam})), (FineCamRanker(), evidence(fine_cams={"cable": cam}))):
+    for ranker, ev in ((CamRanker(), evidence(cams={"cable": cam})), (FineCamRanker(), evidence(fine_cams={"cable": cam})),
+                       (LotsRanker(), evidence(lots={"cable": cam}))):
         scores = ranker.scores(props, ev)
         assert scores == pytest.approx([0.1, 0.9])
         assert review_order([p.proposal_id for p in props], scores) == [1, 0]
     assert np.isnan(CamRanker().scores(props, evidence(cams={"cable": None}))).all()   # class not predicted
+    assert np.isnan(LotsRanker().scores(props, evidence(cams={"cable": cam}))).all()    # reads its own maps only
 
 
 def test_softmax_ranks_by_the_models_probability_of_the_thin_class():

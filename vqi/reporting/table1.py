@@ -22,7 +22,8 @@ METRICS = (
 )
 LABELS = {"gradcam": "GradCAM", "gradcampp": "GradCAM++", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
           "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM",
-          "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM"}
+          "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM",
+          "lots": "LOTS"}
 
 
 @dataclass(frozen=True)

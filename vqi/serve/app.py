@@ -44,11 +44,12 @@ from vqi.xai.gradcam import GradCAM
 from vqi.xai.gradcampp import GradCAMPlusPlus
 from vqi.xai.hirescam import HiResCAM
 from vqi.xai.layercam import LayerCAM
+from vqi.xai.lots import LOTS
 from vqi.xai.scorecam import ScoreCAM
 from vqi.xai.xgradcam import XGradCAM
 
 log = logging.getLogger(__name__)
-CAM_CLASSES = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, ScoreCAM)}
+CAM_CLASSES = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, ScoreCAM, LOTS)}
 
 
 def fast_methods(names: list[str], scorecam_batch: int = 16) -> dict[str, analysis.CamFactory]:

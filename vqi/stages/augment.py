@@ -3,7 +3,7 @@ policy) decide, and write the augmented training split.
 
 Every thin instance is proposed for enlargement and every region the model predicts as a thin
 class outside the labels is proposed for a label (vqi.augment.proposals); no score filters them.
-`augment.ranker` orders them for review (conf/ranker/: cam, cam_fine, softmax, cleanlab,
+`augment.ranker` orders them for review (conf/ranker/: cam, cam_fine, lots, softmax, cleanlab,
 random, width; the score is the ranker's). Policies: `review` (the expert edits review_file),
 `accept_all`, `threshold` (score >= accept_threshold), `dilate` (every enlargement at k, no
 region: the blind control), and `oracle` (generated data: a simulated expert who reviews the
@@ -14,7 +14,8 @@ after, and the accepted changes' precision and recall per kind.
 Config keys: `augment.*` (ranker, method, checkpoint, split, output_split, thin_classes, enlarge.*,
 unlabelled.*, policy, accept_threshold, unlabelled_label, oracle.*, review_dir, review_file,
 force, batch_size), `model.fine_target_layer` (ranker cam_fine), `data.processed_dir`,
-`paths.tables_dir` (Table I's chosen method), `device`, `xai.{amp, amp_dtype, channels_last}`.
+`paths.tables_dir` (Table I's chosen method), `device`, `xai.{amp, amp_dtype, channels_last}`;
+ranker lots: `conf/xai/lots.yaml`, or the run's `xai.*` when it runs with `xai=lots`.
 
 The review file is the expert's: once written it is never overwritten; `augment.force=true`
 moves it aside (timestamped) before proposing anew. The original split is never written to.
@@ -58,7 +59,7 @@ from vqi.stages.explain import build_cam
 from vqi.study import oracle
 from vqi.study.evidence import explained_images
 from vqi.study.label_quality import LabelIoU, ProposalQuality
-from vqi.study.rankers import CAM, CAM_FINE, Evidence, Ranker, review_order
+from vqi.study.rankers import CAM, CAM_FINE, LOTS, Evidence, Ranker, review_order
 from vqi.utils.atomic import atomic_path, write_bytes_if_changed, write_json
 from vqi.utils.background import BackgroundWorker
 from vqi.utils.device import resolve_device
@@ -124,17 +125,18 @@ def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker
         fine_cfg = copy.deepcopy(xai_cfg)
         fine_cfg.xai.target_layer = cfg.model.fine_target_layer
         fine = build_cam(fine_cfg, model)
+    lots = build_cam(with_xai_method(cfg, "lots"), model) if LOTS in needs else None   # xai=lots: the run's settings
     entries = {Path(img["file_name"]).stem: anns for img, anns in iter_image_annotations(read_split(processed, a.split))}
     loader = DataLoader(SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size))),
                         batch_size=int(a.batch_size), shuffle=False)
     enlarge, unlabelled = EnlargeRule(**a.enlarge), UnlabelledRule(**a.unlabelled)
     panels_dir = Path(a.review_dir) / review_page.PANELS_DIR
     images = explained_images(progress(loader, desc=f"augment: explain ({method_name})"), model, device, precision,
-                              class_ids, list(a.thin_classes), needs, build_cam(xai_cfg, model), fine)
+                              class_ids, list(a.thin_classes), needs, build_cam(xai_cfg, model), fine, lots)
     for seen in images:
         found, instances = propose_for_image(seen.stem, entries[seen.stem], seen.label, seen.pred, class_ids,
                                              list(a.thin_classes), enlarge, unlabelled)
-        evidence = Evidence(seen.label, class_ids, seen.probs, seen.cams, seen.fine_cams, instances)
+        evidence = Evidence(seen.label, class_ids, seen.probs, seen.cams, seen.fine_cams, instances, seen.lots)
         for name, ranker in rankers.items():
             for proposal, value in zip(found, ranker.scores(found, evidence)):
                 proposal.scores[name] = round(value, 6)

@@ -1,6 +1,7 @@
 """The review-budget table and figure over seeds: per ranker its mean budget curve with a 95% t
 band, its AUBC (mean and 95% t interval), its AUC for good proposals, and the paired AUBC
-differences the study asks about (cam − softmax, cam − cleanlab, cam − random, cam_fine − softmax)."""
+differences the study asks about (cam − softmax, cam − cleanlab, cam − random, cam_fine − softmax,
+and where ranker lots ran, lots − cam and lots − softmax)."""
 from __future__ import annotations
 
 import math
@@ -17,7 +18,8 @@ from scipy import stats  # noqa: E402
 from vqi.reporting.tables import Column, Table  # noqa: E402
 from vqi.study.tables import paired  # noqa: E402
 
-COMPARISONS = (("cam", "softmax"), ("cam", "cleanlab"), ("cam", "random"), ("cam_fine", "softmax"))
+COMPARISONS = (("cam", "softmax"), ("cam", "cleanlab"), ("cam", "random"), ("cam_fine", "softmax"),
+               ("lots", "cam"), ("lots", "softmax"))
 """Paired AUBC differences: what the explanation adds over the rankers that need none."""
 
 

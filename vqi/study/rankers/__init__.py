@@ -3,7 +3,8 @@
 A ranker scores each proposal of one image from that image's `Evidence` (higher = review first);
 `review_order` sorts a split's proposals by score, ties by proposal id. A ranker is one small
 module here and one `conf/ranker/<name>.yaml` naming its class; `needs` says which evidence the
-per-image pass must compute for it (maps cost a backward pass, probabilities a forward pass).
+per-image pass must compute for it (maps cost a backward pass, LOTS maps one per step,
+probabilities a forward pass).
 """
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ import numpy as np
 from vqi.augment import regions
 from vqi.augment.proposals import Proposal
 
-CAM, CAM_FINE, PROBS = "cam", "cam_fine", "probs"
-EVIDENCE = (CAM, CAM_FINE, PROBS)
+CAM, CAM_FINE, LOTS, PROBS = "cam", "cam_fine", "lots", "probs"
+EVIDENCE = (CAM, CAM_FINE, LOTS, PROBS)
 
 
 @dataclass
 class Evidence:
     """What one image offers a ranker: its annotated mask, and as the rankers need them the
     model's class probabilities (C x H x W), and per thin class the chosen method's map at the
-    usual layer (`cams`) and at a finer one (`fine_cams`); None where a class is not predicted."""
+    usual layer (`cams`) and at a finer one (`fine_cams`) and the LOTS map (`lots`, xai=lots);
+    None where a class is not predicted."""
     label: np.ndarray
     class_ids: dict[str, int]
     probs: np.ndarray | None = None
@@ -30,6 +32,7 @@ class Evidence:
     fine_cams: dict[str, np.ndarray | None] = field(default_factory=dict)
     instances: dict[int, np.ndarray] = field(default_factory=dict)
     """Annotation id -> its boolean instance mask (the enlargements' instances)."""
+    lots: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     def region(self, proposal: Proposal) -> np.ndarray:
         return regions.decode(proposal.region, *self.label.shape)
