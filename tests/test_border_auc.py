@@ -1,17 +1,19 @@
-"""Pixel AUC on cable borders: the AUC against scikit-learn's, and a hand-made border whose truth
-is one pixel wider on one side than its annotation."""
+"""Pixel AUC on cable borders: the AUC against scikit-learn's, a hand-made border whose truth is
+one pixel wider on one side than its annotation, and the budget table's column and note."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from vqi.augment import regions
 from vqi.augment.proposals import UNLABELLED, EnlargeRule, Proposal, propose_enlargements
 from vqi.study.border_auc import BorderAUC, maps_of
 from vqi.study.budget import ranking_auc
+from vqi.study.budget_table import budget_table
 from vqi.study.rankers import CAM, PROBS, Evidence
 
 IDS = {"background": 0, "cable": 1, "tower_lattice": 2}
@@ -78,3 +80,21 @@ def test_a_border_without_true_cable_has_no_auc_and_the_maps_follow_the_evidence
     with pytest.raises(ValueError, match="unknown border maps \\['cleanlab'\\]"):
         BorderAUC(["cleanlab"])
 
+
+def test_the_budget_table_adds_the_pixel_auc_of_each_rankers_map_with_its_interval():
+    def result(pixel):
+        seed = {"budgets": [0.0, 1.0], "rankers": {name: {"curve": [50, 60], "aubc": 55.0,
+                                                          "auc": {"enlarge": 0.6, "unlabelled": 0.5}}
+                                                   for name in ("cam", "softmax", "random")}}
+        return {**seed, "pixel_auc_border": pixel} if pixel else seed
+
+    table = budget_table({1: result({"cam": 0.6, "softmax": 0.7}), 2: result({"cam": 0.5, "softmax": 0.8})}, "c")
+    rows = dict(table.rows)
+    assert rows["cam"]["pixel_auc"] == pytest.approx(0.55) and rows["softmax"]["pixel_auc"] == pytest.approx(0.75)
+    assert "pixel_auc" not in rows["random"]                            # random averages no map
+    half = stats.t.ppf(0.975, 1) * np.std([0.6, 0.5], ddof=1) / math.sqrt(2)
+    note = next(n for n in table.notes if n.startswith("Pixel AUC on cable borders"))
+    assert f"cam 0.550 [{0.55 - half:.3f}, {0.55 + half:.3f}] (n=2)" in note
+    assert "| Pixel AUC border↑ |" in table.markdown().splitlines()[2]
+    old = budget_table({1: result(None), 2: result(None)}, "c")        # budget.json from before the metric
+    assert "Pixel AUC" not in old.markdown()
