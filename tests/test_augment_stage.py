@@ -15,6 +15,7 @@ from PIL import Image
 import torch
 from processed_factory import write_processed
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 
 from vqi import tracking
 from vqi.augment import regions
@@ -22,7 +23,7 @@ from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset
 from vqi.data.rasterize import instance_mask
 from vqi.data.transforms import eval_transform
-from vqi.models.checkpoint import save_checkpoint
+from vqi.models.checkpoint import load_model, save_checkpoint
 from vqi.models.factory import build_model
 from vqi.stages import augment
 
@@ -323,7 +324,7 @@ def test_budget_curves_start_at_the_labels_and_end_where_the_oracle_reviews_ever
     from vqi.stages import budget
 
     processed, make = setup
-    _write_truth(processed)
+    truths = _write_truth(processed)
     common = ("augment.enlarge.k=1", "augment.enlarge.k_max=2")
     cfg = make(*common, f"budget.output_dir={tmp_path / 'budget'}", "budget.budgets=[0,0.5,1]",
                "budget.thresholds={cam:[0.3]}")
@@ -343,6 +344,26 @@ def test_budget_curves_start_at_the_labels_and_end_where_the_oracle_reviews_ever
     for r in result["rankers"].values():
         c = r["curve"]
         assert r["aubc"] == pytest.approx(0.5 * (c[0] + c[1]) / 2 + 0.5 * (c[1] + c[2]) / 2)
+    # pixel AUC on cable borders, per map the pass computed (cleanlab's probabilities give softmax's);
+    # softmax's recomputed here: the model's cable probability on every 1-px ring, scikit-learn's AUC
+    assert set(result["pixel_auc_border"]) == {"cam", "cam_fine", "softmax"}
+    doc = json.loads((processed / "annotations" / "train.json").read_text())
+    by_stem = {Path(img["file_name"]).stem: [a for a in doc["annotations"] if a["image_id"] == img["id"]
+                                             and a["category_id"] == 1] for img in doc["images"]}
+    model, _ = load_model(cfg.augment.checkpoint, "cpu")
+    true_thin, probs = [], []
+    for image, label, stem in SegmentationDataset(processed, "train", eval_transform(48)):
+        with torch.no_grad():
+            cable = torch.softmax(model(image[None])["out"], dim=1)[0, 1].numpy()
+        for ann in by_stem[stem]:
+            ring = regions.enlargement(instance_mask(ann, 48, 48), label.numpy(), 1)
+            true_thin.append(truths[stem][ring] == 1)
+            probs.append(cable[ring])
+    true_thin, probs = np.concatenate(true_thin), np.concatenate(probs)
+    assert result["border_pixels"] == {"pixels": true_thin.size, "true_thin": int(true_thin.sum())}
+    assert 0 < true_thin.sum() < true_thin.size
+    assert result["pixel_auc_border"]["softmax"] == pytest.approx(roc_auc_score(true_thin, probs), abs=1e-3)
+    assert all(0 <= v <= 1 for v in result["pixel_auc_border"].values())
 
 
 @pytest.mark.slow
@@ -365,5 +386,6 @@ def test_budget_ranks_by_lots_when_asked_with_the_runs_lots_settings(setup, tmp_
         metrics = budget.run(cfg)
     result = json.loads((tmp_path / "budget" / "budget.json").read_text())
     assert set(result["rankers"]) == {"cam", "lots"} and "aubc/lots" in metrics
+    assert set(result["pixel_auc_border"]) == {"cam", "lots"}            # LOTS's border AUC beside the CAM's
     assert result["rankers"]["lots"]["curve"] == pytest.approx(result["rankers"]["cam"]["curve"])  # B = 0 and 1
     assert runs and set(runs) == {2}

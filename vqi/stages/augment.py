@@ -96,11 +96,13 @@ def _draw_sheet(path: Path, image: torch.Tensor, label: np.ndarray, pred: np.nda
 
 @dataclass
 class ProposedImage:
-    """One image's proposals, the masks of its thin instances, and its annotated mask."""
+    """One image's proposals, the masks of its thin instances, its annotated mask, and the
+    evidence the rankers scored them from (maps, probabilities)."""
     stem: str
     proposals: list[Proposal]
     instances: dict[int, np.ndarray]
     label: np.ndarray
+    evidence: Evidence
 
 
 def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker], sheets: BackgroundWorker | None
@@ -147,7 +149,7 @@ def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker
                                                        *seen.label.shape))
                      for name in a.thin_classes if any(p.class_name == name for p in found)}
             sheets.submit(_draw_sheet, panels_dir / sheet_name(seen.stem), seen.image, seen.label, seen.pred, drawn)
-        yield ProposedImage(seen.stem, found, instances, seen.label)
+        yield ProposedImage(seen.stem, found, instances, seen.label, evidence)
 
 
 def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:

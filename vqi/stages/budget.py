@@ -5,7 +5,8 @@ ranker of `budget.rankers`; the oracle's verdict on each proposal is read from t
 (`budget.flip` makes it fallible); then for every ranker and budget B the top ceil(B·n)
 proposals in that ranker's order take their verdicts and the split's label IoU against the truth
 is measured. Writes `<budget.output_dir>/budget.json`: per ranker its curve, AUBC (points), and
-how well its scores separate good proposals from bad (AUC, per kind).
+how well its scores separate good proposals from bad (AUC, per kind); and per map the evidence
+pass computed (cam, cam_fine, lots, softmax) its pixel AUC on cable borders (vqi.study.border_auc).
 
 It also measures the no-expert threshold policy per ranker of `budget.thresholds` (every
 proposal whose score is >= t accepted), from which the development seeds choose the study's
@@ -33,6 +34,7 @@ from vqi.data.coco import iter_image_annotations
 from vqi.data.dataset import read_mask, read_split
 from vqi.stages.augment import chosen_method, proposed_images
 from vqi.study import oracle
+from vqi.study.border_auc import BorderAUC, maps_of
 from vqi.study.budget import SplitImage, aubc, label_iou_after, ranking_auc
 from vqi.study.rankers import review_order
 from vqi.utils.atomic import write_json
@@ -62,9 +64,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     annotations = {Path(img["file_name"]).stem: ((img["height"], img["width"]), {ann["id"]: ann for ann in anns})
                    for img, anns in iter_image_annotations(read_split(processed, a.split))}
     images, proposals, verdicts = [], [], {}
+    border = BorderAUC(maps_of(set().union(*(r.needs for r in rankers.values()))))
     for seen in proposed_images(cfg, method, rankers, sheets=None):
         shape, anns = annotations[seen.stem]
         truth = read_mask(truth_dir / f"{seen.stem}.png", shape)
+        border.update(seen.proposals, seen.evidence, truth, CLASS_IDS)
         images.append(SplitImage(seen.stem, seen.label, truth, anns))
         verdicts.update(oracle.image_verdicts(seen.proposals, seen.label, truth, seen.instances, CLASS_IDS, k_max))
         proposals += seen.proposals
@@ -90,6 +94,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update({f"auc_{kind}/{name}": v for kind, v in aucs.items() if not np.isnan(v)})
         log.info("budget: %-9s AUBC %.2f, label %s %.2f -> %.2f (B=0 -> 1), AUC enlarge %.3f, unlabelled %.3f",
                  name, result["rankers"][name]["aubc"], key, curve[0], curve[-1], aucs[ENLARGE], aucs[UNLABELLED])
+    result["pixel_auc_border"], result["border_pixels"] = border.aucs(), border.counts()
+    metrics.update({f"pixel_auc_border/{name}": v for name, v in result["pixel_auc_border"].items() if not np.isnan(v)})
+    log.info("budget: pixel AUC on cable borders (%d ring pixels at k=1, %d truly thin): %s",
+             result["border_pixels"]["pixels"], result["border_pixels"]["true_thin"],
+             ", ".join(f"{name} {v:.3f}" for name, v in result["pixel_auc_border"].items()) or "no map computed")
     result["thresholds"] = _threshold_policy(proposals, images, b.thresholds, int(a.enlarge.k), str(a.unlabelled_label), key)
     out = Path(b.output_dir) / "budget.json"
     write_json(out, result)

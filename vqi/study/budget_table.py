@@ -1,7 +1,8 @@
 """The review-budget table and figure over seeds: per ranker its mean budget curve with a 95% t
-band, its AUBC (mean and 95% t interval), its AUC for good proposals, and the paired AUBC
-differences the study asks about (cam − softmax, cam − cleanlab, cam − random, cam_fine − softmax,
-and where ranker lots ran, lots − cam and lots − softmax)."""
+band, its AUBC (mean and 95% t interval), its AUC for good proposals, the pixel AUC on cable borders
+of the map it averages (cam, cam_fine, lots, softmax; seeds whose budget.json predates it have
+none), and the paired AUBC differences the study asks about (cam − softmax, cam − cleanlab,
+cam − random, cam_fine − softmax, and where ranker lots ran, lots − cam and lots − softmax)."""
 from __future__ import annotations
 
 import math
@@ -35,12 +36,15 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
 
 def budget_table(results: Mapping[int, dict], caption: str, notes: Sequence[str] = ()) -> Table:
     """One row per ranker: label IoU at each budget (mean over seeds), AUBC ± 95% t, AUC per kind,
-    and one row per paired comparison of AUBC."""
+    the mean pixel AUC on cable borders of its map (where a seed measured it), and notes with each
+    map's pixel AUC interval and each paired comparison of AUBC."""
     first = next(iter(results.values()))
     budgets, rankers = first["budgets"], list(first["rankers"])
+    pixel = pixel_auc_by_map(results)
     columns = [*(Column(f"b{b:g}", f"B={100 * b:g}%", None) for b in budgets),
                Column("aubc", "AUBC↑", "higher"), Column("ci", "95% CI"),
-               Column("auc_enlarge", "AUC enlarge↑", "higher", 3), Column("auc_unlabelled", "AUC unlabelled↑", "higher", 3)]
+               Column("auc_enlarge", "AUC enlarge↑", "higher", 3), Column("auc_unlabelled", "AUC unlabelled↑", "higher", 3),
+               *([Column("pixel_auc", "Pixel AUC border↑", "higher", 3)] if pixel else [])]
     table = Table("Ranker", columns, caption=caption, notes=list(notes))
     for name in rankers:
         per_seed = [r["rankers"][name] for r in results.values() if name in r["rankers"]]
@@ -50,7 +54,13 @@ def budget_table(results: Mapping[int, dict], caption: str, notes: Sequence[str]
         cells.update(aubc=mean, ci=f"[{mean - half:.2f}, {mean + half:.2f}]" if math.isfinite(half) else "–")
         for kind in ("enlarge", "unlabelled"):
             cells[f"auc_{kind}"] = mean_interval([s["auc"][kind] for s in per_seed])[0]
+        if name in pixel:
+            cells["pixel_auc"] = mean_interval(pixel[name])[0]
         table.rows.append((name, cells))
+    if pixel:
+        table.notes.append("Pixel AUC on cable borders (the 1-px ring outside each annotated thin instance; "
+                           "true thin pixels against the others), mean and 95% t interval over seeds: "
+                           + "; ".join(f"{name} {_interval(pixel[name], 3)}" for name in pixel) + ".")
     for a, b in COMPARISONS:
         if a in rankers and b in rankers:
             diff = paired(aubc_by_seed(results, a), aubc_by_seed(results, b))
@@ -58,6 +68,26 @@ def budget_table(results: Mapping[int, dict], caption: str, notes: Sequence[str]
                 table.notes.append(f"AUBC {a} − {b}: {diff.cell()} points over {diff.n} seeds "
                                    f"({'CI excludes 0' if diff.excludes_zero else 'CI includes 0'}).")
     return table
+
+
+def pixel_auc_by_map(results: Mapping[int, dict]) -> dict[str, list[float]]:
+    """Per map, the seeds' pixel AUCs on cable borders (budget.json's `pixel_auc_border`)."""
+    out: dict[str, list[float]] = {}
+    for r in results.values():
+        for name, value in r.get("pixel_auc_border", {}).items():
+            out.setdefault(name, []).append(value)
+    return out
+
+
+def _interval(values: Sequence[float], digits: int) -> str:
+    """The mean of the finite values, its 95% t interval and their count (undefined: none finite)."""
+    mean, half = mean_interval(values)
+    n = sum(math.isfinite(v) for v in values)
+    if n == 0:
+        return "undefined (n=0)"
+    if not math.isfinite(half):
+        return f"{mean:.{digits}f} (n={n})"
+    return f"{mean:.{digits}f} [{mean - half:.{digits}f}, {mean + half:.{digits}f}] (n={n})"
 
 
 def aubc_by_seed(results: Mapping[int, dict], ranker: str) -> dict[int, float]:
