@@ -1,5 +1,6 @@
 """Export for deployment: TorchScript + ONNX match PyTorch on the test images; stage=export reports
-sizes, CPU latency and the int8 model's IoU change, and logs them to MLflow."""
+sizes, CPU latency and the int8 model's IoU change, and logs them to MLflow. ExecuTorch, an optional
+extra: tests/test_export_executorch.py."""
 from __future__ import annotations
 
 import json
@@ -64,6 +65,13 @@ def test_parity_is_the_worst_logit_difference_and_the_share_of_pixels_with_the_s
     match = checks.parity(lambda x: x, lambda x: answer[id(x)], [first, second])
     assert match.max_abs_diff == pytest.approx(float(np.abs(changed - logits).max())) and match.max_abs_diff >= 0.5
     assert match.argmax_agreement == pytest.approx(39 / 40)
+
+
+def test_executorch_format_says_how_to_install_it_when_missing(make_cfg, monkeypatch):
+    monkeypatch.setitem(sys.modules, "executorch", None)  # as if not installed, with or without the extra
+    cfg = make_cfg("export.formats=[onnx,executorch]", stage="export")
+    with pytest.raises(ModuleNotFoundError, match=r"ExecuTorch is not installed: pip install -e '\.\[mobile\]'"):
+        export_stage.run(cfg)
 
 
 def test_unknown_format_is_refused(make_cfg):

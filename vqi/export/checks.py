@@ -27,6 +27,20 @@ def onnx_runner(path: str, threads: int | None = None) -> Predict:
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+def executorch_runner(path: str) -> Predict:
+    """An ExecuTorch program (`.pte`) in ExecuTorch's own runtime, the one an app links, as a
+    `Predict` function; one image at a time, as the program is fixed at batch 1."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return np.concatenate([method.execute([image[None]])[0].numpy() for image in images])
+
+    return predict
+
+
 def torch_runner(module: torch.nn.Module) -> Predict:
     """A module returning logits (or a torchvision dict with `out`) as a `Predict` function."""
 
