@@ -60,8 +60,8 @@ def export_executorch(model: nn.Module, example: torch.Tensor, path: str | os.Pa
     successor) with the XNNPACK delegate for CPUs, at `example`'s shape (1, 3, H, W).
 
     ExecuTorch plans its memory ahead of time, so the program runs at the shape it was exported
-    at: dynamic sizes would need bounds, take twice as long to lower and hold height and width to
-    multiples of the output stride, while an app resizes its frames to the model's size anyway.
+    at: dynamic sizes need upper bounds, and a bounded batch, height and width (in steps of 16)
+    took about twice as long to lower, while an app resizes its frames to the model's size anyway.
     Needs the `mobile` extra (`pip install -e '.[mobile]'`).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
