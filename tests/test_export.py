@@ -1,5 +1,6 @@
 """Export for deployment: TorchScript + ONNX match PyTorch on the test images; stage=export reports
-sizes, CPU latency and the int8 model's IoU change, and logs them to MLflow."""
+sizes, CPU latency and the int8 model's IoU change, and logs them to MLflow. ExecuTorch, an optional
+extra: tests/test_export_executorch.py."""
 from __future__ import annotations
 
 import json
@@ -49,7 +50,28 @@ def test_onnx_and_torchscript_match_pytorch_on_test_images(tmp_path):
     int8 = formats.quantize_onnx(onnx_path, tmp_path / "model.int8.onnx")
     assert int8.stat().st_size < 0.5 * onnx_path.stat().st_size
     batches = [x.numpy()]
-    assert checks.max_abs_diff(checks.torch_runner(model), checks.onnx_runner(str(int8)), batches) > 1e-4
+    assert checks.parity(checks.torch_runner(model), checks.onnx_runner(str(int8)), batches).max_abs_diff > 1e-4
+
+
+def test_parity_is_the_worst_logit_difference_and_the_share_of_pixels_with_the_same_class():
+    logits = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    changed = logits.copy()
+    top = logits[1, :, 2, 3].argmax()
+    changed[1, (top + 1) % 3, 2, 3] = logits[1, top, 2, 3] + 0.5  # one of 2 * 4 * 5 pixels changes class
+    below = logits[0, :, 0, 0].argmin()
+    changed[0, below, 0, 0] -= 0.25  # lowering a losing class changes the logits, not the class
+    first, second = logits[:1], logits[1:]  # two batches: both must count
+    answer = {id(first): changed[:1], id(second): changed[1:]}
+    match = checks.parity(lambda x: x, lambda x: answer[id(x)], [first, second])
+    assert match.max_abs_diff == pytest.approx(float(np.abs(changed - logits).max())) and match.max_abs_diff >= 0.5
+    assert match.argmax_agreement == pytest.approx(39 / 40)
+
+
+def test_executorch_format_says_how_to_install_it_when_missing(make_cfg, monkeypatch):
+    monkeypatch.setitem(sys.modules, "executorch", None)  # as if not installed, with or without the extra
+    cfg = make_cfg("export.formats=[onnx,executorch]", stage="export")
+    with pytest.raises(ModuleNotFoundError, match=r"ExecuTorch is not installed: pip install -e '\.\[mobile\]'"):
+        export_stage.run(cfg)
 
 
 def test_unknown_format_is_refused(make_cfg):

@@ -1,1 +1,1 @@
-"""Exporting a trained segmentation model for deployment: TorchScript, ONNX, int8 ONNX, checks."""
+"""Exporting a trained segmentation model for deployment: TorchScript, ONNX, int8 ONNX, ExecuTorch, checks."""

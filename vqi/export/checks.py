@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -26,6 +27,20 @@ def onnx_runner(path: str, threads: int | None = None) -> Predict:
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+def executorch_runner(path: str) -> Predict:
+    """An ExecuTorch program (`.pte`) in ExecuTorch's own runtime, the one an app links, as a
+    `Predict` function; one image at a time, as the program is fixed at batch 1."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return np.concatenate([method.execute([image[None]])[0].numpy() for image in images])
+
+    return predict
+
+
 def torch_runner(module: torch.nn.Module) -> Predict:
     """A module returning logits (or a torchvision dict with `out`) as a `Predict` function."""
 
@@ -37,12 +52,24 @@ def torch_runner(module: torch.nn.Module) -> Predict:
     return predict
 
 
-def max_abs_diff(reference: Predict, candidate: Predict, batches: Iterable[np.ndarray]) -> float:
-    """The largest absolute difference of the two runtimes' logits over every batch."""
-    worst = 0.0
+@dataclass(frozen=True)
+class Parity:
+    """How closely a runtime reproduces PyTorch: the largest absolute logit difference, and the
+    fraction of pixels whose predicted class (argmax) is the same."""
+
+    max_abs_diff: float
+    argmax_agreement: float
+
+
+def parity(reference: Predict, candidate: Predict, batches: Iterable[np.ndarray]) -> Parity:
+    """`Parity` of `candidate` against `reference` over every batch, each runtime run once per batch."""
+    worst, same, pixels = 0.0, 0, 0
     for x in batches:
-        worst = max(worst, float(np.abs(reference(x) - candidate(x)).max()))
-    return worst
+        expected, got = reference(x), candidate(x)
+        worst = max(worst, float(np.abs(expected - got).max()))
+        same += int((expected.argmax(axis=1) == got.argmax(axis=1)).sum())
+        pixels += expected.shape[0] * expected.shape[2] * expected.shape[3]
+    return Parity(worst, same / pixels)
 
 
 def latency_ms(predict: Predict, example: np.ndarray, runs: int = 20, warmup: int = 3) -> float:

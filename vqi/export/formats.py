@@ -1,8 +1,10 @@
-"""Writing a segmentation model as TorchScript and ONNX, and an int8 dynamically quantized ONNX.
+"""Writing a segmentation model as TorchScript, ONNX and ExecuTorch, and an int8 dynamically
+quantized ONNX.
 
 torchvision's DeepLabv3 returns a dict (`out`, maybe `aux`); deployment runtimes want one tensor,
 so the exported graph is `SegmentationLogits(model)`: image batch in, `out` logits out, with the
-batch size, height and width left dynamic. Every file is written atomically.
+batch size, height and width left dynamic (ExecuTorch: fixed, see `export_executorch`). Every file
+is written atomically.
 """
 from __future__ import annotations
 
@@ -50,6 +52,27 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
         torch.onnx.export(wrapped, (example,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
+    return Path(path)
+
+
+def export_executorch(model: nn.Module, example: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Lower `SegmentationLogits(model)` to an ExecuTorch program (`.pte`, PyTorch Mobile's
+    successor) with the XNNPACK delegate for CPUs, at `example`'s shape (1, 3, H, W).
+
+    ExecuTorch plans its memory ahead of time, so the program runs at the shape it was exported
+    at: dynamic sizes need upper bounds, and a bounded batch, height and width (in steps of 16)
+    took about twice as long to lower, while an app resizes its frames to the model's size anyway.
+    Needs the `mobile` extra (`pip install -e '.[mobile]'`).
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    wrapped = SegmentationLogits(model).eval()
+    with torch.no_grad():
+        exported = torch.export.export(wrapped, (example,))
+        program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(program.buffer)
     return Path(path)
 
 

@@ -1,14 +1,17 @@
-"""stage=export: a trained checkpoint as TorchScript and ONNX for deployment (the paper's mobile step).
+"""stage=export: a trained checkpoint as TorchScript, ONNX and ExecuTorch for deployment (the paper's
+mobile step; ExecuTorch supersedes the PyTorch Mobile it used).
 
 Reads: `export.checkpoint`, `export.split` of `data.processed_dir` (the parity and IoU images),
 `export.output_dir`, `export.formats`, `export.opset`, `export.parity_images`,
 `export.parity_tolerance`, `export.latency_runs`, `export.latency_warmup`, `export.threads`,
 `export.quantize`, `export.batch_size`, `export.transform`.
 
-Writes `<output_dir>/model.pt` (TorchScript), `model.onnx` and, with `export.quantize=true`,
-`model.int8.onnx`; `export.json` with sizes, latencies, parity and IoU. The ONNX graph must match
-PyTorch within `parity_tolerance` (max abs logit difference) on the split's images, else the stage
-fails. Sizes and CPU latencies are printed and logged; the int8 model's IoU change on the split too.
+Writes `<output_dir>/model.pt` (TorchScript), `model.onnx`, `model.pte` (ExecuTorch, XNNPACK, with
+the `mobile` extra) as `export.formats` asks and, with `export.quantize=true`, `model.int8.onnx`;
+`export.json` with sizes, latencies, parity and IoU. Each exported model, run in its own runtime,
+must match PyTorch within `parity_tolerance` (max abs logit difference) on the split's images, else
+the stage fails; the share of pixels whose argmax agrees is reported beside it. Sizes and CPU
+latencies are printed and logged; the int8 model's IoU change on the split too.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from vqi.models.checkpoint import load_model
 from vqi.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "executorch")
 
 
 class ExportParityError(RuntimeError):
@@ -46,11 +49,23 @@ def _batches(cfg: DictConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(images.numpy(), masks.numpy()) for images, masks, _ in loader]
 
 
+def _require_executorch() -> None:
+    """Fail before any work when `export.formats` asks for ExecuTorch and it is not installed."""
+    try:
+        import executorch  # noqa: F401
+    except ImportError as err:
+        raise ModuleNotFoundError("export.formats has executorch, but ExecuTorch is not installed: "
+                                  "pip install -e '.[mobile]' (executorch 1.5, built for torch 2.14), "
+                                  "or leave executorch out of export.formats") from err
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     exp = cfg.export
     unknown = sorted(set(exp.formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"export.formats: unknown {unknown}; valid: {', '.join(FORMATS)}")
+    if "executorch" in exp.formats:
+        _require_executorch()
     if exp.quantize and "onnx" not in exp.formats:
         raise ValueError("export.quantize=true quantizes the ONNX model: add onnx to export.formats")
     if exp.threads:
@@ -72,19 +87,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if "onnx" in exp.formats:
         files["onnx"] = formats.export_onnx(model, example, out_dir / "model.onnx", int(exp.opset))
         runners["onnx"] = checks.onnx_runner(str(files["onnx"]), exp.threads)
+    if "executorch" in exp.formats:
+        files["executorch"] = formats.export_executorch(model, example, out_dir / "model.pte")
+        runners["executorch"] = checks.executorch_runner(str(files["executorch"]))
     if exp.quantize:
         files["onnx_int8"] = formats.quantize_onnx(files["onnx"], out_dir / "model.int8.onnx")
         runners["onnx_int8"] = checks.onnx_runner(str(files["onnx_int8"]), exp.threads)
 
     results: dict[str, float] = {}
-    for name in ("torchscript", "onnx"):
+    for name in FORMATS:
         if name in runners:
-            diff = checks.max_abs_diff(reference, runners[name], parity_inputs)
-            results[f"{name}_max_abs_diff"] = diff
-            if diff > float(exp.parity_tolerance):
-                raise ExportParityError(f"{files[name]}: {name} logits differ from PyTorch by {diff:.3g} "
-                                        f"(max abs) on {exp.split} images, above export.parity_tolerance="
-                                        f"{exp.parity_tolerance}")
+            match = checks.parity(reference, runners[name], parity_inputs)
+            results[f"{name}_max_abs_diff"] = match.max_abs_diff
+            results[f"{name}_argmax_agreement"] = match.argmax_agreement
+            if match.max_abs_diff > float(exp.parity_tolerance):
+                raise ExportParityError(f"{files[name]}: {name} logits differ from PyTorch by "
+                                        f"{match.max_abs_diff:.3g} (max abs) on {exp.split} images, above "
+                                        f"export.parity_tolerance={exp.parity_tolerance}")
     for name, path in files.items():
         results[f"{name}_size_mb"] = path.stat().st_size / 2**20
     for name, predict in runners.items():
@@ -115,7 +134,9 @@ def _print(results: dict[str, float], files: dict[str, Path], split: str, shape:
         if key.endswith("_latency_ms"):
             lines.append(f"  CPU latency {key[:-11]:12s} {value:9.2f} ms (median, batch 1)")
         elif key.endswith("_max_abs_diff"):
-            lines.append(f"  parity {key[:-13]:12s} max |logit diff| vs PyTorch {value:.3g}")
+            name = key[:-13]
+            lines.append(f"  parity {name:12s} max |logit diff| vs PyTorch {value:.3g}, argmax agreement "
+                         f"{100 * results[name + '_argmax_agreement']:.2f}%")
     if "fp32_iou_overall" in results:
         lines.append(f"  {split} Overall IoU fp32 {100 * results['fp32_iou_overall']:.2f}%  int8 "
                      f"{100 * results['int8_iou_overall']:.2f}%  change "
