@@ -135,7 +135,7 @@ RANGES: dict[str, Range] = {
     "train.transforms.train.saturation": NON_NEGATIVE, "train.transforms.train.hue": Range(0, 0.5),
     "test.batch_size": COUNT, "test.num_workers": NON_NEGATIVE, "test.overlays": NON_NEGATIVE,
     "xai.batch_size": COUNT, "xai.max_images": COUNT, "xai.figures": NON_NEGATIVE,
-    "xai.method.batch_size": COUNT,
+    "xai.method.batch_size": COUNT, "xai.method.bandwidths": Range(2),
     "metrics.tau": SHARE, "metrics.batch_size": COUNT, "metrics.pointing_radius": NON_NEGATIVE,
     "metrics.deletion_steps": COUNT, "metrics.deletion_sigma": POSITIVE,
     "sanity.max_images": COUNT, "sanity.batch_size": COUNT,

@@ -22,7 +22,7 @@ METRICS = (
 )
 LABELS = {"gradcam": "GradCAM", "gradcampp": "GradCAM++", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
           "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM",
-          "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM"}
+          "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM", "advise": "ADVISE"}
 
 
 @dataclass(frozen=True)
