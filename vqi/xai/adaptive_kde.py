@@ -98,7 +98,7 @@ def variable_density(hist: torch.Tensor, grid: torch.Tensor, dt: float, windows:
     order = torch.arange(windows.numel(), device=hist.device)[None, :, None]
     last = torch.where(ratio >= gamma[:, None, None], order, 0).amax(dim=1)
     fixed = torch.where(above, windows.min(), torch.where(below, windows.max(), g * windows[last]))
-    kernel = gauss(grid[:, None] - grid[None, :], (fixed / g)[:, None, :])
+    kernel = gauss(grid[:, None] - grid[None, :], (fixed / g)[:, None, :])   # Nadaraya-Watson (eq. 7)
     width = (kernel * fixed[:, None, :]).sum(dim=-1) / kernel.sum(dim=-1)
     density = balloon(hist, grid, dt, width)
     count = hist.sum(dim=-1, keepdim=True) * dt
@@ -171,5 +171,6 @@ def count_peaks(rows: torch.Tensor) -> torch.Tensor:
     counted once; the end samples are never peaks; NaN neither rises nor falls."""
     slope = torch.sign(rows.diff(dim=-1))
     order = torch.arange(slope.shape[-1], device=rows.device).expand_as(slope)
-    held = slope.gather(-1, torch.where(slope != 0, order, 0).cummax(dim=-1).values)  # a flat step keeps the slope before it
+    # a flat step keeps the slope before it, so a flat top is one rise followed by one fall
+    held = slope.gather(-1, torch.where(slope != 0, order, 0).cummax(dim=-1).values)
     return ((held[..., :-1] > 0) & (held[..., 1:] < 0)).sum(dim=-1)
