@@ -122,6 +122,8 @@ def test_peak_count_is_scipys_with_flat_tops_and_ends():
     expected = [len(find_peaks(r)[0]) for r in rows]
     assert count_peaks(torch.from_numpy(rows)).tolist() == expected
     assert count_peaks(torch.tensor([[0.0, 2, 2, 1], [0, 1, 1, 1], [1, 1, 0, 1]])).tolist() == [1, 0, 0]
+    rounding, small = [0, 1, 1 + 4e-16, 1, 1], [2, 0, 1e-9, 0, 2]       # a bump at rounding level is flat
+    assert count_peaks(torch.tensor([rounding, small], dtype=torch.float64)).tolist() == [0, 1]
 
 
 def _mobilenet() -> nn.Module:

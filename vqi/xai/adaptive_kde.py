@@ -24,13 +24,20 @@ narrower than SEARCH_TOL * (|c1| + |c2|), over gamma in [1e-12, 1]."""
 MAX_GRID = 1000
 """A row whose values are sparser than the grid is estimated on a coarser grid of at most this
 many points (one per smallest gap between its values), then interpolated back."""
+FLAT_TOLERANCE = 1e-12
+"""Relative to a row's largest density: differences below it are rounding, not a rise or a fall."""
 CHUNK_ELEMENTS = 2 ** 22
 """Rows per batch are bounded so that a rows x grid x grid tensor holds at most this many values."""
 
 
-def gauss(x: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """The Gauss kernel of standard deviation `width` (eq. 9), elementwise."""
-    return torch.exp(-x ** 2 / (2 * width ** 2)) / (math.sqrt(2 * math.pi) * width)
+SQRT_2PI = math.sqrt(2 * math.pi)
+
+
+def gauss_spread(grid: torch.Tensor, width: torch.Tensor, per_row: bool) -> torch.Tensor:
+    """Rows x grid x grid exp(-(t_k - t_j)^2 / (2 w^2)): the Gauss kernel (eq. 9) without its
+    1 / (sqrt(2 pi) w), with w = width[k] (`per_row`, the balloon's) or width[j] (a kernel per point)."""
+    factor = -0.5 / width ** 2
+    return torch.exp((grid[:, None] - grid[None, :]) ** 2 * (factor[:, :, None] if per_row else factor[:, None, :]))
 
 
 def grid_sizes(samples: torch.Tensor, inside: torch.Tensor, size: int) -> torch.Tensor:
@@ -77,7 +84,7 @@ def local_optimal_widths(hist: torch.Tensor, dt: float, widths: torch.Tensor) ->
     risk = []
     for w in widths.tolist():
         smoothed = fft_smooth(hist, w / dt)
-        risk.append(smoothed ** 2 - 2 * smoothed * hist + 2 / math.sqrt(2 * math.pi) / w * hist)
+        risk.append(smoothed ** 2 - 2 * smoothed * hist + 2 / SQRT_2PI / w * hist)
     risk = torch.stack(risk, dim=1)
     return torch.stack([widths[fft_smooth(risk, win / dt).argmin(dim=1)] for win in widths.tolist()], dim=1)
 
@@ -85,7 +92,7 @@ def local_optimal_widths(hist: torch.Tensor, dt: float, widths: torch.Tensor) ->
 def balloon(hist: torch.Tensor, grid: torch.Tensor, dt: float, width: torch.Tensor) -> torch.Tensor:
     """Rows x grid balloon estimate: at t_k, the histogram smoothed by a Gauss kernel of width[k]
     (for a constant width and values on the grid: the row's count times its ordinary KDE)."""
-    return (hist[:, None, :] * dt * gauss(grid[:, None] - grid[None, :], width[:, :, None])).sum(dim=-1)
+    return (gauss_spread(grid, width, per_row=True) @ (hist * dt)[:, :, None])[..., 0] / (SQRT_2PI * width)
 
 
 def variable_density(hist: torch.Tensor, grid: torch.Tensor, dt: float, windows: torch.Tensor,
@@ -98,12 +105,13 @@ def variable_density(hist: torch.Tensor, grid: torch.Tensor, dt: float, windows:
     order = torch.arange(windows.numel(), device=hist.device)[None, :, None]
     last = torch.where(ratio >= gamma[:, None, None], order, 0).amax(dim=1)
     fixed = torch.where(above, windows.min(), torch.where(below, windows.max(), g * windows[last]))
-    kernel = gauss(grid[:, None] - grid[None, :], (fixed / g)[:, None, :])   # Nadaraya-Watson (eq. 7)
-    width = (kernel * fixed[:, None, :]).sum(dim=-1) / kernel.sum(dim=-1)
+    scale = fixed / g   # Nadaraya-Watson regression of the fixed widths (eq. 7), a kernel of width scale[j] per point
+    sums = gauss_spread(grid, scale, per_row=False) @ torch.stack([fixed / scale, 1 / scale], dim=-1)
+    width = sums[..., 0] / sums[..., 1]
     density = balloon(hist, grid, dt, width)
     count = hist.sum(dim=-1, keepdim=True) * dt
     density = density * count / (density.sum(dim=-1, keepdim=True) * dt)
-    cost = ((density ** 2 - 2 * density * hist + 2 / math.sqrt(2 * math.pi) / width * hist) * dt).sum(dim=-1)
+    cost = ((density ** 2 - 2 * density * hist + 2 / SQRT_2PI / width * hist) * dt).sum(dim=-1)
     return cost, density
 
 
@@ -168,8 +176,11 @@ def adaptive_kde(samples: torch.Tensor, inside: torch.Tensor, bandwidths: int = 
 
 def count_peaks(rows: torch.Tensor) -> torch.Tensor:
     """Local maxima per row as MATLAB's `findpeaks`: a sample above both neighbours, a flat top
-    counted once; the end samples are never peaks; NaN neither rises nor falls."""
-    slope = torch.sign(rows.diff(dim=-1))
+    counted once; the end samples are never peaks. A step smaller than FLAT_TOLERANCE times the
+    row's largest value counts as flat, so rounding makes no peak (nor does NaN: none in a NaN row)."""
+    step = rows.diff(dim=-1)
+    top = rows.nan_to_num(nan=0.0).abs().amax(dim=-1, keepdim=True)
+    slope = torch.where(step.abs() > FLAT_TOLERANCE * top, torch.sign(step), 0)
     order = torch.arange(slope.shape[-1], device=rows.device).expand_as(slope)
     # a flat step keeps the slope before it, so a flat top is one rise followed by one fall
     held = slope.gather(-1, torch.where(slope != 0, order, 0).cummax(dim=-1).values)
