@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.signal import find_peaks
-from scipy.stats import gaussian_kde
+from scipy.stats import gaussian_kde, norm
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
 from vqi.stages.explain import build_cam
-from vqi.xai.adaptive_kde import balloon, count_peaks, fft_smooth, histogram
+from vqi.xai.adaptive_kde import balloon, count_peaks, fft_smooth, histogram, variable_density
 from vqi.xai.advise import AdviseCAM
 from vqi.xai.base import gradient_maps
 from vqi.xai.gradcam import GradCAM
@@ -104,6 +104,33 @@ def test_balloon_with_one_width_is_scipys_gaussian_kde_and_every_value_is_counte
     for row, sample in zip(ours, values.numpy()):
         reference = gaussian_kde(sample, bw_method=width / sample.std(ddof=1))(grid.numpy())
         np.testing.assert_allclose(row.numpy(), reference, rtol=1e-10)
+
+
+def test_variable_bandwidth_density_and_cost_follow_eqs_7_and_8_point_by_point():
+    rng = np.random.default_rng(3)
+    grid = torch.linspace(0, 1, 15, dtype=torch.float64)
+    dt = float(grid[1])
+    windows = torch.tensor([0.05, 0.1, 0.2, 0.4], dtype=torch.float64)
+    hist = torch.from_numpy(rng.integers(0, 4, size=(3, 15)) / dt)
+    local = windows[torch.from_numpy(rng.integers(0, 4, size=(3, 4, 15)))]   # optimal width per window and point
+    gamma = torch.tensor([0.3, 1e-3, 10.0], dtype=torch.float64)             # between the ratios, below all, above all
+    cost, density = variable_density(hist, grid, dt, windows, local, gamma)
+    t, w = grid.numpy(), windows.numpy()
+    for b in range(3):
+        h, g = hist[b].numpy(), float(gamma[b])
+        fixed = []
+        for k in range(15):
+            ratio = local[b, :, k].numpy() / w
+            fixed.append(w.min() if g > ratio.max() else w.max() if g < ratio.min()
+                         else g * w[max(i for i in range(4) if ratio[i] >= g)])
+        fixed = np.array(fixed)
+        width = np.array([np.sum(fixed * norm.pdf(tk - t, scale=fixed / g)) / np.sum(norm.pdf(tk - t, scale=fixed / g))
+                          for tk in t])
+        rate = np.array([np.sum(h * dt * norm.pdf(tk - t, scale=width[k])) for k, tk in enumerate(t)])
+        rate *= h.sum() / rate.sum()
+        expected_cost = np.sum((rate ** 2 - 2 * rate * h + 2 * h / (np.sqrt(2 * np.pi) * width)) * dt)
+        np.testing.assert_allclose(density[b].numpy(), rate, rtol=1e-10)
+        assert float(cost[b]) == pytest.approx(expected_cost, rel=1e-10)
 
 
 def test_fft_smoothing_is_a_circular_convolution_with_a_sampled_gauss():
