@@ -3,7 +3,9 @@ class depends on, the KDE's parts against independent computations, and a real m
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,10 @@ from scipy.signal import find_peaks
 from scipy.stats import gaussian_kde, norm
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+from xai_factory import xai_setup
 
+from vqi import tracking
+from vqi.stages import evaluate, explain, report
 from vqi.stages.explain import build_cam
 from vqi.xai.adaptive_kde import balloon, count_peaks, fft_smooth, histogram, variable_density
 from vqi.xai.advise import AdviseCAM
@@ -184,3 +189,17 @@ def test_a_real_model_from_config_gives_maps_in_unit_range_and_shares_the_gradie
 def test_wrong_settings_name_their_key(setting, message):
     with pytest.raises(ValueError, match=message):
         AdviseCAM(_probe_model(), "features", **setting)
+
+
+@pytest.mark.slow
+def test_explain_evaluate_and_report_take_advise_as_a_table_row(make_cfg, tmp_path):
+    overrides = [*xai_setup(tmp_path), "xai=advise", "xai.figures=0", "xai_methods=[hirescam,advise]"]
+    for stage, module in (("explain", explain), ("evaluate", evaluate), ("report", report)):
+        cfg = make_cfg(*overrides, stage=stage)
+        experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-advise"):
+            mlflow.set_tag("stage", stage)
+            out = module.run(cfg)
+        assert stage != "explain" or out["units"] > 0
+    table = (Path(cfg.paths.tables_dir) / "table1.md").read_text()
+    assert "| ADVISE |" in table and "Not evaluated for this checkpoint: hirescam" in table
