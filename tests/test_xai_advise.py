@@ -66,6 +66,7 @@ def test_relevance_is_the_peak_count_of_each_channel_at_any_scale():
     cam, acts = AdviseCAM(_probe_model(), "features"), _channels()
     assert _relevance(cam, acts) == [2, 2, 3, 0]
     assert _relevance(cam, 3 * acts - 1) == [2, 2, 3, 0]      # minmax: an affine change of the layer changes nothing
+    assert _relevance(cam, torch.rand(1, 3, 1, 1)) == [0, 0, 0]  # a 1 x 1 layer: no density, no peak
 
 
 def test_advise_keeps_the_group_that_carries_the_class_and_maps_its_region():

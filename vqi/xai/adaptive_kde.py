@@ -7,8 +7,9 @@ the fixed bandwidth that minimises the L2 risk locally (ADVISE eqs. 5-6); the st
 gamma = bandwidth / window picked by golden-section search on the cost of eq. 8, the bandwidths
 smoothed by Nadaraya-Watson regression (eq. 7). The steps, grids, candidate bandwidths, search
 bounds and iteration cap are those of the authors' `ADVISEkernel.m` (github.com/dehshibi/ADVISE),
-re-expressed as batched tensor operations in float64. One deliberate change: a value in the top
-half bin (1 - dt/2, 1] is counted in the last bin, where MATLAB's `histc` drops it.
+re-expressed as batched tensor operations in float64. Two deliberate changes: a value in the top
+half bin (1 - dt/2, 1] is counted in the last bin, where MATLAB's `histc` drops it; a density step
+at rounding level is flat when peaks are counted.
 """
 from __future__ import annotations
 
@@ -28,8 +29,6 @@ FLAT_TOLERANCE = 1e-12
 """Relative to a row's largest density: differences below it are rounding, not a rise or a fall."""
 CHUNK_ELEMENTS = 2 ** 22
 """Rows per batch are bounded so that a rows x grid x grid tensor holds at most this many values."""
-
-
 SQRT_2PI = math.sqrt(2 * math.pi)
 
 
@@ -156,12 +155,14 @@ def interpolate(grid: torch.Tensor, rows: torch.Tensor, points: torch.Tensor) ->
 def adaptive_kde(samples: torch.Tensor, inside: torch.Tensor, bandwidths: int = 10) -> torch.Tensor:
     """Rows x n samples (those where `inside`, all in [0, 1], are counted) -> rows x n densities on
     linspace(0, 1, n), with `bandwidths` candidate windows; NaN rows where there is none to estimate
-    (no counted value, or a grid of one point)."""
+    (no counted value, a grid of one point, or n < 3)."""
     samples = samples.to(torch.float64)
     size = samples.shape[1]
     points = torch.linspace(0, 1, size, dtype=torch.float64, device=samples.device)
-    sizes = grid_sizes(samples, inside, size)
     out = torch.full_like(samples, torch.nan)
+    if size < 3:
+        return out   # no grid point between the ends: no density that could have a peak
+    sizes = grid_sizes(samples, inside, size)
     for length in sizes.unique().tolist():
         if length < 2:
             continue
