@@ -151,7 +151,7 @@ RANGES: dict[str, Range] = {
     "test.batch_size": COUNT, "test.num_workers": NON_NEGATIVE, "test.overlays": NON_NEGATIVE,
     "xai.batch_size": COUNT, "xai.max_images": COUNT, "xai.figures": NON_NEGATIVE,
     "xai.method.batch_size": COUNT, "xai.method.steps": COUNT, "xai.method.step_size": POSITIVE,
-    "xai.method.tolerance": FRACTION, "xai.method.blur_sigma": NON_NEGATIVE,
+    "xai.method.tolerance": FRACTION, "xai.method.blur_sigma": NON_NEGATIVE, "xai.method.bandwidths": Range(2),
     "metrics.tau": SHARE, "metrics.batch_size": COUNT, "metrics.pointing_radius": NON_NEGATIVE,
     "metrics.deletion_steps": COUNT, "metrics.deletion_sigma": POSITIVE,
     "sanity.max_images": COUNT, "sanity.batch_size": COUNT,

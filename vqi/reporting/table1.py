@@ -23,7 +23,7 @@ METRICS = (
 LABELS = {"gradcam": "GradCAM", "gradcampp": "GradCAM++", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
           "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM",
           "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM",
-          "lots": "LOTS"}
+          "lots": "LOTS", "advise": "ADVISE"}
 
 
 @dataclass(frozen=True)
