@@ -1,5 +1,5 @@
 """IMPACTX (docs/metrics.md, "IMPACTX"): the explanation branch on real torchvision models (random
-weights) and its loss."""
+weights), its loss, and `xai=impactx` on a known answer."""
 from __future__ import annotations
 
 import copy
@@ -10,15 +10,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqi.engine.train_loop import batch_loss, train_one_epoch
+from vqi.engine.train_loop import batch_loss, set_bn_momentum, train_one_epoch
 from vqi.models import build_model, load_model, save_checkpoint
 from vqi.models.impactx import ImpactX, last_features
 from vqi.models.losses import DiceLoss, reconstruction_loss
+from vqi.stages.explain import build_cam
 from vqi.xai.base import resolve_layer
-from vqi.xai.targets import model_logits
+from vqi.xai.targets import Unit, model_logits
 
 LRASPP = "lraspp_mobilenet_v3_large"
 NAMES = ["background", "cable", "tower_lattice", "tower_tucohy", "tower_wooden"]
+
+
+def calibrated(model: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
+    """`model` in eval mode with BatchNorm statistics of `images` (one pass at momentum 1): a
+    random-weight MobileNetV3's eval-mode features are ~1e-9 with the initial statistics."""
+    set_bn_momentum(model, 1.0)
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
 
 
 @pytest.mark.parametrize("arch", [LRASPP, "deeplabv3_mobilenet_v3_large"])
@@ -94,3 +105,39 @@ def test_lambda_zero_trains_the_segmentation_alone_and_leaves_the_decoder_untouc
 
     assert moved("segmenter.classifier") and moved("join_encoding")
     assert moved("decoder") == (weight > 0)
+
+
+def test_xai_impactx_draws_the_map_the_branch_learnt_for_each_class(make_cfg):
+    """Known answer: the branch fitted on one image whose teacher maps are a square per class (class 2
+    top left, class 4 bottom right, each 14% of the image) explains each class by its own square.
+    Fitted in eval mode, BatchNorm statistics fixed from the image, so the fit is the map's alone."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    model = calibrated(build_model(LRASPP, num_classes=5, explanation_channels=8), x)
+    squares = {2: (slice(8, 32), slice(8, 32)), 4: (slice(32, 56), slice(32, 56))}
+    teacher = torch.full((1, 4, 64, 64), math.nan)
+    for c, (rows, cols) in squares.items():
+        teacher[0, c - 1] = 0.0
+        teacher[0, c - 1, rows, cols] = 1.0
+    for p in model.segmenter.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=3e-3)
+    for _ in range(60):   # seeds 0-4 put 0.92-0.94 of each map's mass in its square
+        loss = reconstruction_loss(model(x)["explanation"], teacher)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    cfg = make_cfg(f"model={LRASPP}", "xai=impactx", "xai.checkpoint=/runs/impactx/best.pt")
+    cam = build_cam(cfg, model)
+    anywhere = torch.ones(64, 64, dtype=torch.bool)
+    maps = cam(x, [Unit(0, 2, anywhere), Unit(0, 4, anywhere)])
+    assert maps.shape == (2, 64, 64) and float(maps.min()) >= 0 and float(maps.max()) == pytest.approx(1.0)
+    for m, (rows, cols) in zip(maps, squares.values()):
+        inside = float(m[rows, cols].sum() / m.sum())
+        assert inside > 0.8, inside                                   # 0.14 if the map ignored the square
+        peak = divmod(int(m.argmax()), 64)
+        assert rows.start <= peak[0] < rows.stop and cols.start <= peak[1] < cols.stop
+
+    with pytest.raises(ValueError, match="/runs/impactx/best.pt holds a LRASPP without an explanation branch"):
+        build_cam(cfg, build_model(LRASPP, num_classes=5))
