@@ -1,21 +1,35 @@
 """IMPACTX (docs/metrics.md, "IMPACTX"): the explanation branch on real torchvision models (random
-weights), its loss, and `xai=impactx` on a known answer."""
+weights), its loss, `xai=impactx` on a known answer, and a training through the train stage on the
+teacher's maps."""
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from processed_factory import write_processed
+from vqi import tracking
+from vqi.data.dataset import SegmentationDataset
+from vqi.data.teacher_maps import TeacherMapsDataset
+from vqi.data.transforms import eval_transform, train_transform
 from vqi.engine.train_loop import batch_loss, set_bn_momentum, train_one_epoch
-from vqi.models import build_model, load_model, save_checkpoint
+from vqi.models import build_model, load_checkpoint, load_model, save_checkpoint
 from vqi.models.impactx import ImpactX, last_features
 from vqi.models.losses import DiceLoss, reconstruction_loss
+from vqi.stages import evaluate, explain, train as train_stage
 from vqi.stages.explain import build_cam
+from vqi.utils.seed import seed_everything
 from vqi.xai.base import resolve_layer
+from vqi.xai.hirescam import HiResCAM
+from vqi.xai.maps import file_hash, load_maps, read_meta, save_maps
 from vqi.xai.targets import Unit, model_logits
 
 LRASPP = "lraspp_mobilenet_v3_large"
@@ -141,3 +155,159 @@ def test_xai_impactx_draws_the_map_the_branch_learnt_for_each_class(make_cfg):
 
     with pytest.raises(ValueError, match="/runs/impactx/best.pt holds a LRASPP without an explanation branch"):
         build_cam(cfg, build_model(LRASPP, num_classes=5))
+
+
+def test_the_teachers_maps_move_with_the_image_and_mark_what_has_no_target(tmp_path):
+    """Maps written as each class's annotated mask must come out of the training transform equal to
+    the transformed mask's classes; NaN for classes without a map and for the padding."""
+    processed = write_processed(tmp_path / "processed", {"train": 2}, size=48)
+    maps_dir = tmp_path / "maps"
+    maps_dir.mkdir()
+    for path in (processed / "masks" / "train").glob("*.png"):
+        raw = np.array(Image.open(path))
+        save_maps(maps_dir / f"{path.stem}.npz", {NAMES[c]: (raw == c).astype(np.float32) for c in (1, 2)})
+    flipped_and_shrunk = train_transform(48, scale=(0.5, 0.5), hflip=1.0, color_p=0.0, seed=0)
+    dataset = TeacherMapsDataset(processed, "train", flipped_and_shrunk, maps_dir, NAMES)
+    for _, mask, stem, teacher in dataset:
+        assert teacher.shape == (4, 48, 48) and teacher.dtype == torch.float32
+        padded = torch.isnan(teacher[0])
+        assert padded.any() and (mask[padded] == 255).all()           # the crop padded the shrunk image
+        for c in (1, 2):
+            torch.testing.assert_close(teacher[c - 1][~padded], (mask[~padded] == c).float())
+            assert torch.equal(torch.isnan(teacher[c - 1]), padded)
+        assert torch.isnan(teacher[2:]).all()                         # classes 3 and 4 have no map
+    (maps_dir / "train_001.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks the maps of 1 image.*train_001.npz"):
+        TeacherMapsDataset(processed, "train", None, maps_dir, NAMES)
+
+
+@pytest.fixture
+def tracked(tmp_path):
+    """Run a stage inside a real MLflow run (SQLite in tmp), as vqi.run does."""
+    experiment_id = tracking.configure(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", "tests")
+
+    def _run(module, cfg):
+        with mlflow.start_run(experiment_id=experiment_id):
+            return module.run(cfg)
+
+    return _run
+
+
+def teacher_checkpoint(path: Path, processed: Path) -> Path:
+    """A random-weight LR-ASPP with BatchNorm statistics of the training images: the baseline that teaches."""
+    torch.manual_seed(1)
+    images = torch.stack([item[0] for item in SegmentationDataset(processed, "train", eval_transform(48))])
+    model = calibrated(build_model(LRASPP, num_classes=5), images)
+    save_checkpoint({"model": model.state_dict(), "epoch": 1, "best_score": 0.0, "class_names": NAMES,
+                     "model_config": {"arch": LRASPP, "num_classes": 5}, "config": {}}, path)
+    return path
+
+
+def impactx_overrides(processed: Path, teacher: Path) -> list[str]:
+    return [f"model={LRASPP}", f"data.processed_dir={processed}", "data.image_size=48", "train.batch_size=2",
+            "train.num_workers=0", "train.progress=false", "train.eval_untrained=false", "train.epochs=3",
+            "train.lr=0.01", "train.bn_momentum=0.3", "train.impactx.enabled=true", "train.impactx.teacher=hirescam",
+            f"train.impactx.teacher_checkpoint={teacher}", "train.impactx.channels=8", "train.tag=impactx"]
+
+
+@pytest.mark.slow
+def test_impactx_training_learns_the_teachers_maps_resumes_and_records_its_teacher(make_cfg, tracked, tmp_path):
+    processed = write_processed(tmp_path / "processed", {"train": 4, "val": 2, "test": 2}, size=48)
+    teacher = teacher_checkpoint(tmp_path / "baseline" / "best.pt", processed)
+    base = impactx_overrides(processed, teacher)
+    cfg = make_cfg(*base, stage="train")
+    tracked(train_stage, make_cfg(*base, "train.stop_after_epochs=1", stage="train"))
+
+    # the teacher's maps: HiResCAM of the baseline for every annotated class, T_c = the annotated mask
+    maps_dir = Path(cfg.train.impactx.maps_dir) / "hirescam"
+    meta = read_meta(maps_dir)
+    assert meta["target"] == "annotated" and meta["source"]["split"] == "train" and len(meta["images"]) == 4
+    teacher_model, _ = load_model(teacher)
+    dataset = SegmentationDataset(processed, "train", eval_transform(48))
+    for image, mask, stem in dataset:
+        raw = np.array(Image.open(processed / "masks" / "train" / f"{stem}.png"))
+        annotated = [NAMES[c] for c in range(1, 5) if (raw == c).any()]
+        maps = load_maps(maps_dir / f"{stem}.npz")
+        assert sorted(maps) == sorted(annotated)
+        units = [Unit(0, NAMES.index(n), mask == NAMES.index(n)) for n in annotated]
+        want = HiResCAM(teacher_model, "backbone.15")(image[None], units).numpy()
+        np.testing.assert_allclose(np.stack([maps[n] for n in annotated]), want, atol=1e-6)
+    assert any(float(m.max()) == pytest.approx(1.0) for m in maps.values())   # not a blank teacher
+
+    # resumed: the maps reused, the epochs continued, the teacher recorded
+    stamp = (maps_dir / "explain.json").stat().st_mtime_ns
+    assert train_stage.checkpoint_state(cfg)[0] == "resume"
+    tracked(train_stage, cfg)
+    assert (maps_dir / "explain.json").stat().st_mtime_ns == stamp
+    last = Path(cfg.train.checkpoint_dir) / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 3 and ckpt["model_config"]["explanation_channels"] == 8
+    assert ckpt["config"]["train"]["impactx"]["weight"] == 1.0
+    assert ckpt["dataset_fingerprint"].endswith(f"teacher hirescam@{read_meta(maps_dir)['checkpoint_hash']}")
+    assert "train_reconstruction" in ckpt["metrics"]
+
+    # the reconstruction loss on a fixed batch (the training images, uncropped) fell from the initial
+    # model's (0.160 -> 0.125 when written); BatchNorm on the batch's statistics, as in training: after
+    # 6 steps from random weights the running statistics are not yet usable (eval mode: 0.175 -> 0.167)
+    fixed = TeacherMapsDataset(processed, "train", eval_transform(48), maps_dir, NAMES)
+    images, teachers = torch.stack([it[0] for it in fixed]), torch.stack([it[3] for it in fixed])
+    seed_everything(int(cfg.seed))
+    initial = build_model(**ckpt["model_config"])
+    trained, _ = load_model(last)
+    with torch.no_grad():
+        before, after = (reconstruction_loss(m.train()(images)["explanation"], teachers).item()
+                         for m in (initial, trained))
+    assert after < 0.9 * before, (before, after)
+
+    # finished: reused; another lambda or teacher is another training
+    stamp = last.stat().st_mtime_ns
+    tracked(train_stage, cfg)
+    assert last.stat().st_mtime_ns == stamp
+    with pytest.raises(train_stage.CheckpointConfigError, match=r"train\.impactx\.weight: 1\.0 -> 0\.5"):
+        train_stage.checkpoint_state(make_cfg(*base, "train.impactx.weight=0.5", stage="train"))
+    with pytest.raises(train_stage.CheckpointConfigError, match="dataset_fingerprint: .*teacher hirescam.* -> .*teacher gradcam"):
+        train_stage.checkpoint_state(make_cfg(*base, "train.impactx.teacher=gradcam", stage="train"))
+
+    # a Table I row: stage=explain and stage=evaluate with xai=impactx on the trained model
+    best = Path(cfg.train.checkpoint_dir) / "best.pt"
+    explained = [*base, "xai=impactx", f"xai.checkpoint={best}", "xai.target=gt", "xai.figures=0", "xai.progress=false"]
+    out = tracked(explain, make_cfg(*explained, stage="explain"))
+    method_dir = Path(make_cfg(*explained, stage="explain").xai.maps_dir) / "impactx"
+    assert read_meta(method_dir)["checkpoint_hash"] == file_hash(best) and out["units"] > 0
+    scores = tracked(evaluate, make_cfg(*explained, stage="evaluate"))
+    assert scores["units"] == out["units"] and all(np.isfinite(scores[k]) for k in ("ebpg", "iou", "drop", "deletion"))
+
+
+def test_the_teacher_must_exist_and_must_not_be_the_model_trained(make_cfg, tmp_path):
+    base = ["train.impactx.enabled=true"]
+    with pytest.raises(train_stage.ImpactXTeacherError, match="baseline/best.pt does not exist"):
+        train_stage.impactx_teacher(make_cfg(*base, stage="train"))
+    own = tmp_path / "outputs" / "checkpoints" / "demo" / "baseline" / "best.pt"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"the baseline")                             # only its existence matters here
+    with pytest.raises(train_stage.ImpactXTeacherError, match="the model would teach itself"):
+        train_stage.impactx_teacher(make_cfg(*base, stage="train"))
+    with pytest.raises(train_stage.ImpactXTeacherError, match="chosen_method.json does not exist"):
+        train_stage.impactx_teacher(make_cfg(*base, "train.tag=impactx", stage="train"))
+    tables = tmp_path / "outputs" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "chosen_method.json").write_text(json.dumps({"method": "layercam"}))
+    assert train_stage.impactx_teacher(make_cfg(*base, "train.tag=impactx", stage="train")) == ("layercam", own)
+    with pytest.raises(train_stage.ImpactXTeacherError, match="the teacher is a CAM method of the baseline"):
+        train_stage.impactx_teacher(make_cfg(*base, "train.tag=impactx", "train.impactx.teacher=impactx", stage="train"))
+
+
+def test_a_plain_checkpoint_written_before_impactx_existed_is_still_the_same_training(make_cfg, tmp_path):
+    processed = write_processed(tmp_path / "processed", {"train": 2}, size=48)
+    cfg = make_cfg(f"data.processed_dir={processed}", "train.epochs=1", stage="train")
+    config = train_stage._plain_config(cfg)
+    del config["train"]["impactx"]
+    save_checkpoint({"model": {}, "epoch": 1, "class_names": NAMES, "model_config": {}, "config": config,
+                     "dataset_fingerprint": train_stage._fingerprint(cfg)}, Path(cfg.train.checkpoint_dir) / "last.pt")
+    assert train_stage.checkpoint_state(cfg)[0] == "done"
+    teacher = tmp_path / "baseline.pt"
+    teacher.write_bytes(b"a baseline")                           # hashed into the fingerprint, not read
+    with pytest.raises(train_stage.CheckpointConfigError, match=r"train\.impactx: None -> "):
+        train_stage.checkpoint_state(make_cfg(f"data.processed_dir={processed}", "train.epochs=1",
+                                              "train.impactx.enabled=true", "train.impactx.teacher=gradcam",
+                                              f"train.impactx.teacher_checkpoint={teacher}", stage="train"))
