@@ -1,6 +1,6 @@
 """IMPACTX (docs/metrics.md, "IMPACTX"): the explanation branch on real torchvision models (random
-weights), its loss, `xai=impactx` on a known answer, and a training through the train stage on the
-teacher's maps."""
+weights), its loss, a training through the train stage on the teacher's maps, `xai=impactx` on a
+known answer, and the study's `impactx` arm."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +17,7 @@ from PIL import Image
 
 from processed_factory import write_processed
 from vqi import tracking
+from vqi.config import compose_config
 from vqi.data.dataset import SegmentationDataset
 from vqi.data.teacher_maps import TeacherMapsDataset
 from vqi.data.transforms import eval_transform, train_transform
@@ -24,8 +25,9 @@ from vqi.engine.train_loop import batch_loss, set_bn_momentum, train_one_epoch
 from vqi.models import build_model, load_checkpoint, load_model, save_checkpoint
 from vqi.models.impactx import ImpactX, last_features
 from vqi.models.losses import DiceLoss, reconstruction_loss
-from vqi.stages import evaluate, explain, train as train_stage
+from vqi.stages import evaluate, explain, retrain, train as train_stage
 from vqi.stages.explain import build_cam
+from vqi.study.arm_study import load_arm, retrain_overrides
 from vqi.utils.seed import seed_everything
 from vqi.xai.base import resolve_layer
 from vqi.xai.hirescam import HiResCAM
@@ -311,3 +313,18 @@ def test_a_plain_checkpoint_written_before_impactx_existed_is_still_the_same_tra
         train_stage.checkpoint_state(make_cfg(f"data.processed_dir={processed}", "train.epochs=1",
                                               "train.impactx.enabled=true", "train.impactx.teacher=gradcam",
                                               f"train.impactx.teacher_checkpoint={teacher}", stage="train"))
+
+
+def test_the_impactx_arm_retrains_on_the_annotation_as_is_with_the_branch(tmp_path):
+    arm = load_arm("impactx", {"budget": 0.3})
+    assert arm.retrain == "unchanged" and arm.overrides == ("train.impactx.enabled=true",)
+    folder = tmp_path / "seed1"
+    common = ["seed=1", f"paths.output_dir={folder}", f"paths.data_dir={folder / 'data'}", "experiment=demo"]
+    cfg = compose_config(["stage=retrain", *common, *retrain_overrides(arm, folder)])
+    enhanced = retrain.enhanced_config(cfg)
+    assert enhanced.train.split == "train" and enhanced.train.labels == "annotated" and enhanced.train.impactx.enabled
+    assert Path(enhanced.train.checkpoint_dir) == folder / "checkpoints" / "impactx"
+    assert Path(enhanced.train.impactx.teacher_checkpoint) == folder / "checkpoints" / "demo" / "baseline" / "best.pt"
+    assert Path(enhanced.test.output_dir) == folder / "test" / "impactx"
+    assert retrain.inputs(cfg)[1:] == [Path(enhanced.train.impactx.teacher_checkpoint),
+                                       folder / "tables" / "chosen_method.json"]
