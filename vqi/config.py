@@ -143,7 +143,7 @@ RANGES: dict[str, Range] = {
     "train.epochs": COUNT, "train.batch_size": COUNT, "train.lr": POSITIVE, "train.accumulate": COUNT,
     "train.aux_weight": NON_NEGATIVE, "train.bn_momentum": SHARE, "train.num_workers": NON_NEGATIVE,
     "train.stop_after_epochs": COUNT, "train.optimizer.weight_decay": NON_NEGATIVE,
-    "train.optimizer.momentum": SHARE,
+    "train.optimizer.momentum": SHARE, "train.impactx.weight": NON_NEGATIVE, "train.impactx.channels": COUNT,
     "train.transforms.train.crop": COUNT, "train.transforms.train.hflip": SHARE,
     "train.transforms.train.vflip": SHARE, "train.transforms.train.color_p": SHARE,
     "train.transforms.train.brightness": NON_NEGATIVE, "train.transforms.train.contrast": NON_NEGATIVE,

@@ -92,18 +92,28 @@ class SegmentationDataset(Dataset):
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image `index` as read: H x W x 3 uint8 RGB and its H x W uint8 class-id mask."""
         image = np.array(Image.open(self.images[index]).convert("RGB"))
         mask = read_mask(self.masks[index], image.shape[:2])
         if self.truth:  # a distractor is no class of its own in the truth: background
             mask = np.where(mask == PERPLEXED, BACKGROUND, mask).astype(np.uint8)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        image, mask = self.read(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        if not isinstance(image, torch.Tensor):
-            image = torch.from_numpy(np.ascontiguousarray(image).transpose(2, 0, 1)).float() / 255
-        mask = torch.as_tensor(np.asarray(mask), dtype=torch.long)
-        return image, mask, self.stems[index]
+        return as_tensors(image, mask) + (self.stems[index],)
+
+
+def as_tensors(image, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transform's (or the raw) image and mask as a float CHW tensor (raw: scaled to [0, 1]) and a
+    long H x W tensor."""
+    if not isinstance(image, torch.Tensor):
+        image = torch.from_numpy(np.ascontiguousarray(image).transpose(2, 0, 1)).float() / 255
+    return image, torch.as_tensor(np.asarray(mask), dtype=torch.long)
 
 
 def seed_worker(worker_id: int) -> None:

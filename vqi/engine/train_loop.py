@@ -1,6 +1,8 @@
 """One training epoch and one evaluation pass, with every setting an explicit argument.
 
-Batches are `(image, mask, stem)` as `vqi.data.dataset.SegmentationDataset` yields them.
+Batches are `(image, mask, stem)` as `vqi.data.dataset.SegmentationDataset` yields them; IMPACTX
+training (`explanation_weight` set) takes `(image, mask, stem, teacher maps)` batches of
+`vqi.data.teacher_maps.TeacherMapsDataset` and a model with an explanation branch.
 AMP (float16 autocast + GradScaler) and channels_last apply on CUDA only; on other devices
 the same code runs in float32. `tap_sparse=True` runs the dilated convolutions through
 `vqi.models.sparse_conv` (exact; on small CPU feature maps ASPP then skips the taps that read only
@@ -21,6 +23,7 @@ from vqi.engine.distributed import all_reduce_sum
 from vqi.engine.precision import Precision, autocast, to_device
 from vqi.models.sparse_conv import tap_sparse as sparse_taps
 from vqi.engine.prediction import predicted_classes
+from vqi.models.losses import reconstruction_loss
 
 
 POSTFIX_EVERY = 10
@@ -43,15 +46,39 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> int:
     return len(layers)
 
 
-def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def batch_loss(out: dict[str, torch.Tensor], masks: torch.Tensor, criterion: Criterion, aux_weight: float = 0.5,
+               teacher: torch.Tensor | None = None, explanation_weight: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(training loss of one batch, its map reconstruction term or None).
+
+    The loss is the criterion on `out["out"]`, plus `aux_weight` times the aux head's when the
+    model has one, plus, given `teacher` maps (IMPACTX), `explanation_weight` (lambda) times
+    `reconstruction_loss(out["explanation"], teacher)`; lambda = 0 leaves the term out of the
+    graph, so the decoder gets no gradient at all (not even weight decay moves it).
+    """
+    loss = criterion(out["out"], masks)
+    if "aux" in out and aux_weight:
+        loss = loss + aux_weight * criterion(out["aux"], masks)
+    if teacher is None:
+        return loss, None
+    recon = reconstruction_loss(out["explanation"], teacher)
+    return (loss + explanation_weight * recon if explanation_weight else loss), recon
+
+
+def train_one_epoch(model: nn.Module, criterion: Criterion,
                     optimizer: torch.optim.Optimizer, loader: Iterable, device: torch.device, *,
                     scaler: torch.amp.GradScaler | None = None, amp: bool = False,
                     channels_last: bool = False, accumulate: int = 1, aux_weight: float = 0.5,
-                    epoch: int = 0, progress: bool = True, tap_sparse: bool = False) -> dict[str, float]:
+                    epoch: int = 0, progress: bool = True, tap_sparse: bool = False,
+                    explanation_weight: float | None = None) -> dict[str, float]:
     """Train over `loader` once, stepping the optimizer every `accumulate` batches.
 
-    Returns the mean loss over batches (`loss`, the main head's criterion plus `aux_weight` times
-    the aux head's when the model has one) and the number of optimizer steps taken.
+    Returns the mean loss over batches (`loss`, `batch_loss`'s) and the number of optimizer steps
+    taken; with `explanation_weight` (IMPACTX: batches carry teacher maps) also the mean
+    reconstruction term (`reconstruction`, unweighted).
     """
     if accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {accumulate}")
@@ -64,15 +91,17 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
     # for the progress line, and one at the end, where a non-finite loss is refused before the
     # stage saves anything).
     total = torch.zeros((), dtype=torch.float64, device=device)
+    recon_total = torch.zeros((), dtype=torch.float64, device=device)
     batches, steps = 0, 0
     with sparse_taps(model) if tap_sparse else nullcontext():
-        for i, (images, masks, _) in enumerate(bar):
-            images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+        for i, batch in enumerate(bar):
+            images, masks = to_device(batch[0], device, channels_last), batch[1].to(device, non_blocking=True)
+            teacher = batch[3].to(device, non_blocking=True) if explanation_weight is not None else None
             with autocast(device, amp):
                 out = model(images)
-            loss = criterion(out["out"], masks)
-            if "aux" in out and aux_weight:
-                loss = loss + aux_weight * criterion(out["aux"], masks)
+            loss, recon = batch_loss(out, masks, criterion, aux_weight, teacher, explanation_weight or 0.0)
+            if recon is not None:
+                recon_total += recon.detach()
             scaler.scale(loss / accumulate).backward()
             if (i + 1) % accumulate == 0 or (n_batches is not None and i + 1 == n_batches):
                 scaler.step(optimizer)
@@ -87,7 +116,10 @@ def train_one_epoch(model: nn.Module, criterion: Callable[[torch.Tensor, torch.T
     if not math.isfinite(mean):
         raise FloatingPointError(f"the training loss became {mean} in epoch {epoch + 1}; "
                                  "lower train.lr or check the data")
-    return {"loss": mean, "steps": float(steps)}
+    stats = {"loss": mean, "steps": float(steps)}
+    if explanation_weight is not None:
+        stats["reconstruction"] = float(recon_total) / max(batches, 1)
+    return stats
 
 
 @torch.no_grad()

@@ -9,6 +9,9 @@ file to fetch, from where, and where to put it. Nothing is downloaded, so nothin
 
 `output_stride` 8 turns MobileNetV3's last stride-2 block into dilation, as torchvision's ResNet
 variants already are: four times the logits for thin objects, with the same weight tensors.
+
+`explanation_channels` wraps the model in IMPACTX's explanation branch (`vqi.models.impactx`);
+None (the default, and every checkpoint written before it existed) builds the plain model.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from torchvision.models.segmentation import (
     lraspp_mobilenet_v3_large,
 )
 
+from vqi.models.impactx import ImpactX
 from vqi.models.weights_file import WeightsFileError, read_plain
 
 log = logging.getLogger(__name__)
@@ -58,11 +62,12 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights: str | None = None,
                 weights_backbone: str | None = None, aux_loss: bool = False,
-                output_stride: int | None = None) -> nn.Module:
+                output_stride: int | None = None, explanation_channels: int | None = None) -> nn.Module:
     """A segmentation model with `num_classes` outputs; optional weights for the whole model or the
     backbone. LR-ASPP has no aux head (`aux_loss=True` is refused).
 
-    `output_stride` None keeps the builder's own (`NATIVE_OUTPUT_STRIDE`).
+    `output_stride` None keeps the builder's own (`NATIVE_OUTPUT_STRIDE`). `explanation_channels`
+    E: the model wrapped by `ImpactX` with an encoding of E channels (the weights fill the wrapped model).
 
     Whole-model weights fill every tensor whose shape matches (the class head is re-initialised
     when the class count differs); backbone weights fill the backbone only.
@@ -85,6 +90,8 @@ def build_model(arch: str = "deeplabv3_resnet101", num_classes: int = 5, weights
     if weights_backbone is not None:
         state = _read_weights(weights_backbone, backbone_enum, "weights_backbone")
         _load_backbone(model, state, arch, str(weights_backbone))
+    if explanation_channels is not None:
+        return ImpactX(model, num_classes, int(explanation_channels))
     return model
 
 

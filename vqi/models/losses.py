@@ -2,6 +2,7 @@
 
 `DiceLoss` is the paper's soft multi-class Dice over the softmax; `GeneralizedDiceLoss` is
 Sudre et al. 2017; `CrossEntropyLoss` and `DiceCELoss` are the usual alternatives.
+`reconstruction_loss` is IMPACTX's explanation term (docs/metrics.md, "IMPACTX").
 """
 from __future__ import annotations
 
@@ -88,3 +89,15 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * self.ce(logits, target)
+
+
+def reconstruction_loss(predicted: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """IMPACTX's map reconstruction loss: the mean squared error between the predicted maps and the
+    teacher's (both N x (K-1) x H x W, in [0, 1]) over the entries that have a teacher value. NaN in
+    `teacher` means none: a class the image has no map of, or a pixel the training crop padded.
+    Zero (still a graph node) when no entry has a value."""
+    if predicted.shape != teacher.shape:
+        raise ValueError(f"predicted maps {tuple(predicted.shape)} and teacher maps {tuple(teacher.shape)} differ")
+    known = ~torch.isnan(teacher)
+    squared = (predicted.float()[known] - teacher[known].float()) ** 2
+    return squared.sum() / known.sum().clamp_min(1)

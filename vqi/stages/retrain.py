@@ -2,7 +2,8 @@
 then tested on the original, untouched test split.
 
 Config keys: `retrain.split` (the augmented split), `retrain.checkpoint_dir`, and everything
-`stage=train` and `stage=test` read. The run's tags and metrics are those of both stages.
+`stage=train` and `stage=test` read (`train.impactx.enabled=true`: an IMPACTX retraining, the
+study's `impactx` arm). The run's tags and metrics are those of both stages.
 """
 from __future__ import annotations
 
@@ -42,5 +43,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def inputs(cfg: DictConfig) -> list[Path]:
-    """The augmented annotations: they (with the originals) determine the augmented masks."""
-    return [Path(cfg.data.processed_dir) / "annotations" / f"{cfg.retrain.split}.json"]
+    """The augmented annotations: they (with the originals) determine the augmented masks; for an
+    IMPACTX retraining also its teacher (checkpoint and Table I's choice)."""
+    return [Path(cfg.data.processed_dir) / "annotations" / f"{cfg.retrain.split}.json",
+            *train.impactx_inputs(cfg)]

@@ -4,7 +4,15 @@ Config keys read: `seed`, `device`, `data.processed_dir`, `data.image_size` (via
 `model.{arch,weights,weights_backbone,aux_loss,output_stride}`, `loss` (`_target_`), and `train.*`:
 `epochs, labels, batch_size, lr, accumulate, aux_weight, bn_momentum, amp, channels_last, tap_sparse, compile,
 num_workers, split, val_split, eval_untrained, progress, force, stop_after_epochs, checkpoint_dir,
-optimizer, scheduler, transforms`.
+optimizer, scheduler, transforms, impactx`; with `train.impactx.enabled` also `paths.tables_dir`
+and the teacher method's `xai` group.
+
+IMPACTX (`train.impactx.enabled=true`, docs/metrics.md "IMPACTX"): the model gets an explanation
+branch trained to predict the teacher's maps (`train.impactx.teacher`, else the method Table I
+chose, explaining `train.impactx.teacher_checkpoint`, the baseline, on the training split with
+T_c = the annotated mask), computed once into `train.impactx.maps_dir/<method>/` and reused; the
+loss adds `train.impactx.weight` (lambda) times their reconstruction error. The teacher (method
+and checkpoint hash) is part of the training's identity, as the data are.
 
 Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically;
 only `last.pt` holds the optimizer and scheduler state that resuming needs. A finished training
@@ -16,6 +24,7 @@ config) unless `train.force=true`. Under `torchrun`, rank 0 alone writes and log
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from pathlib import Path
@@ -31,18 +40,22 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from vqi import tracking
 from vqi.classes import CLASS_NAMES
-from vqi.config import relocatable
+from vqi.config import relocatable, with_xai_method
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.data.prepared import current_fingerprint
+from vqi.data.teacher_maps import TeacherMapsDataset
 from vqi.engine import distributed
 from vqi.engine.precision import Precision
 from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
-from vqi.models.checkpoint import load_checkpoint, save_checkpoint
+from vqi.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from vqi.models.factory import build_model
 from vqi.reporting.charts import save_training_curves
+from vqi.stages.explain import build_cam
 from vqi.utils import atomic
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
+from vqi.xai.maps import file_hash
+from vqi.xai.teacher import TARGET, teacher_maps_ready, write_teacher_maps
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +70,26 @@ MODEL_ARTIFACT = "model/best.pt"
 """Where a finished training's model (best.pt, weights only) lies among its MLflow artifacts."""
 
 
+IMPACTX_RUNTIME_KEYS = ("maps_dir",)
+"""`train.impactx.*` keys that do not change what is trained (where the teacher's maps are cached)."""
+
+CHOSEN_METHOD = "chosen_method.json"
+"""Table I's chosen method in `paths.tables_dir` (written by stage=report): the default teacher."""
+
+
 class CheckpointConfigError(RuntimeError):
     """`last.pt` was written by a different training config."""
+
+
+class ImpactXTeacherError(ValueError):
+    """IMPACTX's teacher (method or checkpoint) cannot be found, or is the model being trained."""
 
 
 def run_name(cfg: DictConfig) -> str:
     return f"train-{cfg.experiment_name}-{cfg.train.tag}"
 
 
-def _fingerprint(cfg: DictConfig) -> str | None:
+def _data_fingerprint(cfg: DictConfig) -> str:
     """The prepared folder's fingerprint plus a hash of the training split's annotations, so a
     changed augmented split (an expert's new decisions) is a different training, not a reuse."""
     split = Path(cfg.data.processed_dir) / "annotations" / f"{cfg.train.split}.json"
@@ -73,11 +97,25 @@ def _fingerprint(cfg: DictConfig) -> str | None:
     return f"{current_fingerprint(Path(cfg.data.processed_dir))}:{annotations}"
 
 
+def _fingerprint(cfg: DictConfig) -> str:
+    """What the training learns from: the data (`_data_fingerprint`) and, for IMPACTX, the
+    teacher (method and checkpoint hash), so a retrained baseline or another chosen method is a
+    different training, not a reuse."""
+    if not cfg.train.impactx.enabled:
+        return _data_fingerprint(cfg)
+    method, checkpoint = impactx_teacher(cfg)
+    return f"{_data_fingerprint(cfg)}:teacher {method}@{file_hash(checkpoint)}"
+
+
 def _identity(config: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
     """The part of a resolved config that decides what a training produces, with the checkout's
-    folders as placeholders: a moved or copied checkout continues its own last.pt."""
+    folders as placeholders: a moved or copied checkout continues its own last.pt. A disabled
+    `train.impactx` is left out, so checkpoints written before the option existed still match."""
     config = relocatable(config)
     train = {k: v for k, v in config["train"].items() if k not in RUNTIME_KEYS}
+    impactx = train.pop("impactx", None) or {}
+    if impactx.get("enabled"):
+        train["impactx"] = {k: v for k, v in impactx.items() if k not in IMPACTX_RUNTIME_KEYS}
     model = {k: v for k, v in (config.get("model") or {}).items() if k != "target_layer"}  # explaining only
     return {"seed": config.get("seed"), "data": config.get("data"), "model": model,
             "loss": config.get("loss"), "train": train, "dataset_fingerprint": fingerprint}
@@ -160,6 +198,11 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
 
     processed = Path(cfg.data.processed_dir)
     names = class_names(processed, tc.split)
+    explaining = bool(tc.impactx.enabled)
+    if explaining:   # before seeding: loading the teacher draws no numbers from this training's stream
+        if main:
+            prepare_teacher_maps(cfg, names, device)
+        distributed.barrier()
     model_config = build_config(cfg, len(names))
     seed_everything(int(cfg.seed) + dist_info.rank)
     model = build_model(**model_config)
@@ -186,7 +229,11 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         log.info("resuming %s at epoch %d/%d (best val Overall IoU so far %.4f)",
                  ckpt_dir / "last.pt", start, tc.epochs, best)
 
-    train_ds = SegmentationDataset(processed, tc.split, instantiate(tc.transforms.train), labels=tc.labels)
+    if explaining:
+        train_ds = TeacherMapsDataset(processed, tc.split, instantiate(tc.transforms.train), teacher_maps_dir(cfg),
+                                      names, labels=tc.labels)
+    else:
+        train_ds = SegmentationDataset(processed, tc.split, instantiate(tc.transforms.train), labels=tc.labels)
     per_rank = len(train_ds) // dist_info.world_size
     if per_rank < tc.batch_size:
         raise ValueError(f"split {tc.split!r} has {len(train_ds)} images: fewer than "
@@ -230,11 +277,15 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         stats = train_one_epoch(net, criterion, optimizer, _loader(train_ds, cfg, sampler, generator, True, device),
                                 device, scaler=scaler, amp=tc.amp, channels_last=tc.channels_last,
                                 accumulate=tc.accumulate, aux_weight=tc.aux_weight, epoch=epoch,
-                                progress=progress, tap_sparse=tc.tap_sparse)
+                                progress=progress, tap_sparse=tc.tap_sparse,
+                                explanation_weight=float(tc.impactx.weight) if explaining else None)
         loss = distributed.all_reduce_sum(torch.tensor([stats["loss"]], dtype=torch.float64))
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         metrics = {"train_loss": float(loss) / dist_info.world_size, "lr": lr, **validate()}
+        if explaining:
+            recon = distributed.all_reduce_sum(torch.tensor([stats["reconstruction"]], dtype=torch.float64))
+            metrics["train_reconstruction"] = float(recon) / dist_info.world_size
         score = metrics.get("val_iou_overall", math.nan)
         improved = val_loader is None or (math.isfinite(score) and score > best)
         if improved and math.isfinite(score):
@@ -298,10 +349,80 @@ def _tag_checkpoint_dir(cfg: DictConfig, ckpt_dir: Path) -> None:
 
 
 def build_config(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
-    """`build_model`'s arguments from `cfg.model`; checkpoints store them as `model_config`."""
-    return {"arch": cfg.model.arch, "num_classes": num_classes, "weights": cfg.model.weights,
-            "weights_backbone": cfg.model.weights_backbone, "aux_loss": bool(cfg.model.aux_loss),
-            "output_stride": cfg.model.output_stride}
+    """`build_model`'s arguments from `cfg.model` (and, for IMPACTX, the encoding's channels from
+    `train.impactx`); checkpoints store them as `model_config`."""
+    config = {"arch": cfg.model.arch, "num_classes": num_classes, "weights": cfg.model.weights,
+              "weights_backbone": cfg.model.weights_backbone, "aux_loss": bool(cfg.model.aux_loss),
+              "output_stride": cfg.model.output_stride}
+    if cfg.train.impactx.enabled:
+        config["explanation_channels"] = int(cfg.train.impactx.channels)
+    return config
+
+
+def impactx_teacher(cfg: DictConfig) -> tuple[str, Path]:
+    """(xai method, checkpoint) whose maps IMPACTX's branch learns: `train.impactx.teacher`, else
+    the method Table I chose (`<paths.tables_dir>/chosen_method.json`), explaining
+    `train.impactx.teacher_checkpoint`, which must exist and lie outside this training's folder."""
+    ic = cfg.train.impactx
+    checkpoint = Path(ic.teacher_checkpoint)
+    if not checkpoint.is_file():
+        raise ImpactXTeacherError(f"train.impactx.teacher_checkpoint: {checkpoint} does not exist "
+                                  "(train the baseline first, or point it at a trained model's best.pt)")
+    if checkpoint.resolve().parent == Path(cfg.train.checkpoint_dir).resolve():
+        raise ImpactXTeacherError(f"train.impactx.teacher_checkpoint {checkpoint} lies in train.checkpoint_dir: "
+                                  "the model would teach itself; set train.tag (e.g. train.tag=impactx) "
+                                  "or train.checkpoint_dir")
+    chosen = Path(cfg.paths.tables_dir) / CHOSEN_METHOD
+    if not ic.teacher and not chosen.is_file():
+        raise ImpactXTeacherError(f"train.impactx.teacher=null takes the method Table I chose, but {chosen} "
+                                  "does not exist (run stage=report on the baseline; it chooses none when no "
+                                  "method explained a unit), or set train.impactx.teacher=<xai method>")
+    method = str(ic.teacher or json.loads(chosen.read_text())["method"])
+    if method == "impactx":
+        raise ImpactXTeacherError("train.impactx.teacher: impactx explains a model by its own branch; the "
+                                  "teacher is a CAM method of the baseline (e.g. hirescam)")
+    return method, checkpoint
+
+
+def impactx_inputs(cfg: DictConfig) -> list[Path]:
+    """Files an IMPACTX training learns from besides the data (a stage's reuse key lists them)."""
+    ic = cfg.train.impactx
+    if not ic.enabled:
+        return []
+    return [Path(ic.teacher_checkpoint), *([] if ic.teacher else [Path(cfg.paths.tables_dir) / CHOSEN_METHOD])]
+
+
+def teacher_maps_dir(cfg: DictConfig) -> Path:
+    """Where the teacher's maps of the training images lie: `<train.impactx.maps_dir>/<method>`."""
+    return Path(cfg.train.impactx.maps_dir) / impactx_teacher(cfg)[0]
+
+
+def prepare_teacher_maps(cfg: DictConfig, names: list[str], device: torch.device) -> None:
+    """Write the teacher's maps of every training image (`vqi.xai.teacher`) to `teacher_maps_dir`,
+    unless it already holds those of the same teacher, data, labels and settings."""
+    method, checkpoint = impactx_teacher(cfg)
+    xai_cfg = with_xai_method(cfg, method)
+    xc = xai_cfg.xai
+    source = {"method": method, "checkpoint_hash": file_hash(checkpoint), "target": TARGET,
+              "split": str(cfg.train.split), "labels": str(cfg.train.labels), "data": _data_fingerprint(cfg),
+              "image_size": int(cfg.data.image_size), "engine": str(xc.engine), "target_layer": str(xc.target_layer)}
+    folder = teacher_maps_dir(cfg)
+    if teacher_maps_ready(folder, source):
+        log.info("IMPACTX: reusing the teacher's maps in %s (%s of %s)", folder, method, checkpoint)
+        return
+    teacher, ckpt = load_model(checkpoint, device)
+    shared = min(len(names), len(ckpt["class_names"]))
+    if list(ckpt["class_names"][:shared]) != names[:shared]:
+        raise ImpactXTeacherError(f"train.impactx.teacher_checkpoint {checkpoint}: classes {ckpt['class_names']} "
+                                  f"do not match the training split's {names}")
+    precision = Precision.of(xc)
+    cam = build_cam(xai_cfg, precision.prepare(teacher, device))
+    dataset = SegmentationDataset(cfg.data.processed_dir, cfg.train.split, instantiate(xc.transform),
+                                  labels=cfg.train.labels)
+    log.info("IMPACTX: the teacher's maps (%s of %s, T_c = the annotated mask) of %d training images -> %s",
+             method, checkpoint, len(dataset), folder)
+    write_teacher_maps(cam, dataset, names, range(1, shared), folder, source, batch_size=int(xc.batch_size),
+                       device=device, precision=precision, show_progress=bool(cfg.train.progress))
 
 
 def _final(metrics: dict[str, float]) -> dict[str, float]:

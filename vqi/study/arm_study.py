@@ -2,8 +2,10 @@
 until=report`: prepare, train, test, Table I, the chosen method), then each arm on it: its
 augment overrides and a retraining into its own split, review folder and checkpoint folder.
 
-An arm is one `conf/study/arm/<name>.yaml` (label, `retrain`: none | augmented | truth, and the
-augment overrides, whose `${settings.*}` come from the protocol); a protocol is one yaml (seeds,
+An arm is one `conf/study/arm/<name>.yaml` (label, `retrain`: none | augmented | truth | unchanged,
+and its overrides, whose `${settings.*}` come from the protocol: the augment stage's for `augmented`,
+the retrain stage's for `unchanged`, which retrains on the training split as annotated, e.g. with
+IMPACTX's explanation branch); a protocol is one yaml (seeds,
 settings, arms, overrides, primary endpoint). Every (seed, arm) result is appended to
 `<output-dir>/results.jsonl` as it finishes; a rerun skips finished ones (the stages reuse
 finished work too), and a study folder holds one protocol (another is refused).
@@ -24,7 +26,7 @@ from vqi.study.runner import vqi_run
 from vqi.study.tables import paired, seed_values, study_table
 
 ARM_DIR = CONFIG_DIR / "study" / "arm"
-RETRAIN = ("none", "augmented", "truth")
+RETRAIN = ("none", "augmented", "truth", "unchanged")
 
 
 @dataclass(frozen=True)
@@ -63,22 +65,40 @@ def _metrics(path: Path) -> dict[str, float]:
     return {k: v for k, v in json.loads(path.read_text())["metrics"].items() if v is not None}
 
 
+def _training_label_iou(processed: Path) -> float | None:
+    """Cable label IoU of the training split as annotated (against the truth), from prepare's summary."""
+    summary = json.loads((processed / "summary.json").read_text())
+    return summary.get("label_iou", {}).get("train", {}).get("iou_cable")
+
+
+def retrain_overrides(arm: Arm, folder: Path) -> list[str]:
+    """The retrain stage's overrides of a retraining arm, beside the protocol's: its own checkpoint
+    and test folders, and its split (`train` as annotated, or the arm's augmented one) and settings."""
+    place = [f"retrain.checkpoint_dir={folder / 'checkpoints' / arm.name}", f"test.output_dir={folder / 'test' / arm.name}"]
+    if arm.retrain == "truth":
+        return [*place, "retrain.split=train", "train.labels=truth"]
+    if arm.retrain == "unchanged":
+        return [*place, "retrain.split=train", *arm.overrides]
+    return [*place, f"retrain.split=train_{arm.name}"]
+
+
 def run_arm(arm: Arm, folder: Path, common: list[str], processed: Path, experiment: str) -> dict[str, float]:
     """Run one arm on a finished baseline (prepared in `processed`); its metrics (fractions)."""
     log = folder / "logs" / f"{arm.name}.log"
     if arm.retrain == "none":
         metrics = _metrics(folder / "test" / experiment / "baseline" / "test" / "metrics.json")
-        summary = json.loads((processed / "summary.json").read_text())
-        metrics["label_iou_cable"] = summary.get("label_iou", {}).get("train", {}).get("iou_cable")
+        metrics["label_iou_cable"] = _training_label_iou(processed)
         return metrics
-    place = [f"retrain.checkpoint_dir={folder / 'checkpoints' / arm.name}", f"test.output_dir={folder / 'test' / arm.name}"]
-    if arm.retrain == "truth":
-        vqi_run("retrain", [*common, *place, "retrain.split=train", "train.labels=truth"], log)
-        return _metrics(folder / "test" / arm.name / "metrics.json")
+    if arm.retrain in ("truth", "unchanged"):
+        vqi_run("retrain", [*common, *retrain_overrides(arm, folder)], log)
+        metrics = _metrics(folder / "test" / arm.name / "metrics.json")
+        if arm.retrain == "unchanged":
+            metrics["label_iou_cable"] = _training_label_iou(processed)
+        return metrics
     split = f"train_{arm.name}"
     vqi_run("augment", [*common, *arm.overrides, f"augment.output_split={split}",
                         f"augment.review_dir={folder / 'review' / arm.name}"], log)
-    vqi_run("retrain", [*common, *place, f"retrain.split={split}"], log)
+    vqi_run("retrain", [*common, *retrain_overrides(arm, folder)], log)
     metrics = _metrics(folder / "test" / arm.name / "metrics.json")
     summary = json.loads((processed / "annotations" / f"{split}_summary.json").read_text())
     metrics["label_iou_cable"] = summary.get("label_iou", {}).get("after", {}).get("iou_cable")
