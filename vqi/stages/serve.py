@@ -37,10 +37,11 @@ def _slug(text: str) -> str:
 
 
 def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
-    """id -> checkpoint file for every run of `experiment` that logged a `checkpoint_dir` tag,
-    newest run first; a file listed by several runs keeps the newest run's id. A folder inside
-    a local store's folder is found relative to the store (tag `checkpoint_dir_in_store`), so a
-    moved or copied checkout serves its own checkpoints."""
+    """id -> checkpoint file for every run of `experiment` (and of those it continues, see
+    `tracking.lineage`) that logged a `checkpoint_dir` tag, newest run first; a file listed by
+    several runs keeps the newest run's id. A folder inside a local store's folder is found
+    relative to the store (tag `checkpoint_dir_in_store`), so a moved or copied checkout serves
+    its own checkpoints."""
     client = MlflowClient(uri)
     store = tracking.store_folder(uri)
     found = client.get_experiment_by_name(experiment)
@@ -48,8 +49,8 @@ def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
         return {}
     out: dict[str, Path] = {}
     seen: set[Path] = set()
-    for run in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
-                                  max_results=1000):
+    for run in client.search_runs(tracking.lineage(found.experiment_id, client),
+                                  order_by=["attributes.start_time DESC"], max_results=1000):
         inside = run.data.tags.get("checkpoint_dir_in_store")
         folder = (store / inside) if store is not None and inside else run.data.tags.get("checkpoint_dir")
         if not folder:
