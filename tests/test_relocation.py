@@ -53,22 +53,67 @@ def test_relocatable_config_hides_the_checkout_folders():
     assert relocatable(config("/home/a/vqi-old")) == a
 
 
-def test_a_copied_store_writes_and_reads_artifacts_in_the_copy(tmp_path):
+def _logged_run(experiment: str, note: Path, key: str) -> str:
+    """A finished train run that logged `note` and can be found for reuse by `key`."""
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.set_tags({"stage": "train", "reuse_key": key})
+        mlflow.log_artifact(str(note))
+    return run.info.run_id
+
+
+def test_a_copied_store_writes_in_the_copy_and_keeps_its_runs_in_reach(tmp_path):
     a = tmp_path / "a" / "outputs"
     experiment = tracking.configure(f"sqlite:///{a / 'mlflow.db'}", "vqi", str(a / "mlartifacts"))
     (tmp_path / "note.txt").write_text("hello")
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_artifact(str(tmp_path / "note.txt"))
+    old = _logged_run(experiment, tmp_path / "note.txt", "k1")
     b = copy_checkout(tmp_path / "a", tmp_path / "b") / "outputs"
     copied = tracking.configure(f"sqlite:///{b / 'mlflow.db'}", "vqi", str(b / "mlartifacts"))
-    assert copied == experiment
     client = MlflowClient(f"sqlite:///{b / 'mlflow.db'}")
     assert client.get_experiment(copied).artifact_location == (b / "mlartifacts").as_uri()
-    assert client.get_run(run.info.run_id).info.artifact_uri.startswith((b / "mlartifacts").as_uri())
-    with mlflow.start_run(experiment_id=copied) as new:
-        mlflow.log_artifact(str(tmp_path / "note.txt"), artifact_path="more")
-    assert (b / "mlartifacts" / new.info.run_id).is_dir() and not (a / "mlartifacts" / new.info.run_id).exists()
-    assert Path(client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path))).read_text() == "hello"
+    assert client.get_experiment(experiment).name == f"vqi (earlier location #{experiment})"
+    assert tracking.lineage(copied, client) == [copied, experiment]
+    assert tracking.configure(f"sqlite:///{b / 'mlflow.db'}", "vqi", str(b / "mlartifacts")) == copied
+    new = _logged_run(copied, tmp_path / "note.txt", "k2")
+    assert (b / "mlartifacts" / new).is_dir() and not (a / "mlartifacts" / new).exists()
+    assert tracking.find_finished_run(copied, "train", "k1").info.run_id == old
+    assert Path(client.download_artifacts(old, "note.txt", str(tmp_path))).read_text() == "hello"
+    # the original store is left as it was
+    original = MlflowClient(f"sqlite:///{a / 'mlflow.db'}")
+    assert [e.name for e in original.search_experiments()] == ["vqi", "Default"]
+    assert original.get_experiment(experiment).artifact_location == (a / "mlartifacts").as_uri()
+
+
+def test_a_moved_store_writes_in_its_new_folder_and_reuses_its_runs_through_moves(tmp_path):
+    a = tmp_path / "a" / "outputs"
+    first = tracking.configure(f"sqlite:///{a / 'mlflow.db'}", "vqi", str(a / "mlartifacts"))
+    (tmp_path / "note.txt").write_text("hello")
+    old = _logged_run(first, tmp_path / "note.txt", "k1")
+    ids = [first]
+    for name in ("b", "c"):  # moved twice: the first experiment stays in reach
+        shutil.move(tmp_path / ("a" if name == "b" else "b"), tmp_path / name)
+        out = tmp_path / name / "outputs"
+        ids.insert(0, tracking.configure(f"sqlite:///{out / 'mlflow.db'}", "vqi", str(out / "mlartifacts")))
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    assert tracking.lineage(ids[0], client) == ids and len(set(ids)) == 3
+    assert client.get_experiment_by_name("vqi").experiment_id == ids[0]
+    assert tracking.find_finished_run(ids[0], "train", "k1").info.run_id == old
+    new = _logged_run(ids[0], tmp_path / "note.txt", "k2")
+    assert (out / "mlartifacts" / new).is_dir() and not (tmp_path / "a").exists()
+
+
+def test_a_resumed_run_from_before_the_move_continues_in_a_new_run(tmp_path):
+    a = tmp_path / "a" / "outputs"
+    first = tracking.configure(f"sqlite:///{a / 'mlflow.db'}", "vqi", str(a / "mlartifacts"))
+    with mlflow.start_run(experiment_id=first) as unfinished:
+        pass
+    b = copy_checkout(tmp_path / "a", tmp_path / "b") / "outputs"
+    copied = tracking.configure(f"sqlite:///{b / 'mlflow.db'}", "vqi", str(b / "mlartifacts"))
+    with tracking.stage_run(copied, "train-demo-baseline", {"stage": "train"}, {"lr": "0.1"},
+                            resume_run_id=unfinished.info.run_id) as run:
+        pass
+    assert run.info.run_id != unfinished.info.run_id and run.info.experiment_id == copied
+    assert MlflowClient().get_run(run.info.run_id).data.tags["continues_run"] == unfinished.info.run_id
+    assert run.info.artifact_uri.startswith((b / "mlartifacts").as_uri())
 
 
 @pytest.mark.slow

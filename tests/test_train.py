@@ -30,7 +30,8 @@ from vqi.stages import test as test_stage
 from vqi.stages import train as train_stage
 
 SMALL = ["model=deeplabv3_mobilenet_v3_large", "data.image_size=64", "train.batch_size=4",
-         "train.num_workers=0", "train.progress=false", "test.overlays=2"]
+         "train.num_workers=0", "train.progress=false", "test.overlays=2",
+         "tracking.register_models=false"]  # registering: tests/test_model_registry.py
 
 
 @pytest.fixture

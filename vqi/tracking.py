@@ -29,15 +29,25 @@ EXPERIMENT_KIND = "custom_model_development"
 `custom_model_development` ("Machine learning") opens it on its runs, where this project logs."""
 
 
+EARLIER_TAG = "vqi.earlier_experiments"
+"""On an experiment that took over from another when its local store moved: the ids of the
+experiments it continues, newest first, comma-separated (see `configure`, `lineage`)."""
+
+
 def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Point MLflow at `uri` (creating a SQLite file's folder) and return the experiment id.
 
     The experiment is tagged as a model-training one (`EXPERIMENT_KIND`), so the UI opens on runs.
 
     A new experiment stores its artifacts at `artifact_location` (an absolute folder for a
-    local store; None lets a tracking server decide) rather than in the working directory. An
-    existing one whose local artifact folder is elsewhere (a moved or copied checkout) is
-    pointed at `artifact_location`, its runs' artifacts with it.
+    local store; None lets a tracking server decide) rather than in the working directory.
+    MLflow records that folder, and each run's, as absolute paths and has no call to change
+    them, so a local store that was moved or copied with its checkout (its experiment's artifact
+    folder is elsewhere) would go on writing into the original's folder. Such an experiment is
+    renamed `<experiment> (earlier location #<id>)` and a new `experiment` at `artifact_location`
+    continues it: its tag `EARLIER_TAG` lists the earlier ones, whose finished runs `lineage`
+    keeps in reach. Their artifacts stay where MLflow recorded them: readable while the original
+    folder exists (a copy), not after a move.
     """
     folder = store_folder(uri)
     if folder is not None:
@@ -47,14 +57,32 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     client = MlflowClient(uri)
     location = Path(artifact_location).resolve().as_uri() if artifact_location else None
     found = client.get_experiment_by_name(experiment)
+    earlier: list[str] = []
+    if found and location and folder is not None and _moved(found.artifact_location, location):
+        earlier = lineage(found.experiment_id, client)
+        client.rename_experiment(found.experiment_id, f"{experiment} (earlier location #{found.experiment_id})")
+        log.warning("tracking store moved: experiment %s now writes its artifacts at %s; its runs until now "
+                    "(artifacts at %s) are in experiment %s, renamed", experiment, location,
+                    found.artifact_location, found.experiment_id)
+        found = None
     if found:
-        if location and folder is not None and found.artifact_location != location:
-            _relocate_artifacts(uri, found.experiment_id, found.artifact_location, location)
         if EXPERIMENT_KIND_TAG not in found.tags:  # a store made before the tag was set
             client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
-    return client.create_experiment(experiment, artifact_location=location,
-                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **({EARLIER_TAG: ",".join(earlier)} if earlier else {})}
+    return client.create_experiment(experiment, artifact_location=location, tags=tags)
+
+
+def _moved(recorded: str, wanted: str) -> bool:
+    """Whether a local artifact folder `recorded` by MLflow is not the one `wanted` here."""
+    return recorded.startswith("file:") and recorded != wanted
+
+
+def lineage(experiment_id: str, client: MlflowClient | None = None) -> list[str]:
+    """`experiment_id` followed by the experiments it continues after moves of its store (newest
+    first): where earlier finished runs, logged checkpoints and results are looked up."""
+    tag = (client or MlflowClient()).get_experiment(experiment_id).tags.get(EARLIER_TAG, "")
+    return [experiment_id, *(i for i in tag.split(",") if i)]
 
 
 SERVER_CONNECT_TIMEOUT = 5.0
@@ -96,22 +124,6 @@ def store_folder(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
 
 
-def _relocate_artifacts(uri: str, experiment_id: str, old: str, new: str) -> None:
-    """Point a local store's experiment and its runs at `new` when the store was moved or copied
-    with its checkout: MLflow keeps absolute artifact locations, so a copy would otherwise write
-    into the original's folder. MLflow has no call for this, so its SQLite tables are updated."""
-    if not old.startswith("file:"):
-        return  # a store whose artifacts live elsewhere (a server, a bucket) is not ours to move
-    import sqlite3
-
-    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
-        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
-        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-                   "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-                   (new, len(old) + 1, experiment_id, len(old), old))
-    log.warning("tracking store moved: artifacts of experiment %s now at %s (were at %s)", experiment_id, new, old)
-
-
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     """Flatten nested dicts/lists into `a.b.0.c` keys with string values cut to MLflow's limit."""
     out: dict[str, str] = {}
@@ -148,9 +160,14 @@ def stage_run(
     (SIGTERM/SIGHUP/Ctrl-C) and FAILED on an error, both re-raised, with the reason in the tag
     `end_reason`.
 
-    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`. Started while
-    another run is active, it is nested in it (a step of `stage=all`).
+    A resumed run (`resume_run_id`) keeps its params; a new one logs `params`. A run of an
+    experiment that `experiment_id` continues (logged before the store moved) is not resumed,
+    as its artifacts would go to the old folder: a new run, tagged `continues_run`, takes over.
+    Started while another run is active, it is nested in it (a step of `stage=all`).
     """
+    if resume_run_id is not None and MlflowClient().get_run(resume_run_id).info.experiment_id != experiment_id:
+        log.warning("run %s was logged before the tracking store moved: continuing it in a new run", resume_run_id)
+        tags, resume_run_id = {**tags, "continues_run": resume_run_id}, None
     run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
                            run_name=None if resume_run_id else run_name,
                            nested=mlflow.active_run() is not None)
@@ -190,9 +207,10 @@ def end_state(err: BaseException) -> tuple[str, str]:
 
 
 def find_finished_run(experiment_id: str, stage: str, reuse_key: str):
-    """The newest FINISHED run of `stage` tagged with `reuse_key`, or None."""
+    """The newest FINISHED run of `stage` tagged with `reuse_key` (in `experiment_id` or the
+    experiments it continues), or None."""
     runs = MlflowClient().search_runs(
-        [experiment_id],
+        lineage(experiment_id),
         filter_string=f"tags.stage = '{stage}' and tags.reuse_key = '{reuse_key}' "
                       "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
@@ -205,7 +223,7 @@ def close_stale_runs(experiment_id: str) -> list[str]:
     their process may be alive."""
     client = MlflowClient()
     closed = []
-    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+    for run in client.search_runs(lineage(experiment_id, client), filter_string="attributes.status = 'RUNNING'",
                                   max_results=1000):
         owner = Owner.from_tags(run.data.tags)
         if owner is None or not owner.is_gone():

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from vqi import tracking
 from vqi.reporting.charts import save_curves_figure, save_table_chart
 from vqi.reporting.examples import before_after_rows, methods_rows
 from vqi.reporting.figures import save_before_after_figure, save_methods_figure, to_rgb
@@ -52,7 +53,7 @@ def run_name(cfg: DictConfig) -> str:
 def evaluate_runs(experiment_id: str, checkpoint_hash: str) -> dict[str, MethodResult]:
     """The latest finished evaluate run per method for a checkpoint hash."""
     runs = MlflowClient().search_runs(
-        [experiment_id], order_by=["attributes.start_time DESC"], max_results=5000,
+        tracking.lineage(experiment_id), order_by=["attributes.start_time DESC"], max_results=5000,
         filter_string=f"tags.stage = 'evaluate' and tags.checkpoint_hash = '{checkpoint_hash}' "
                       "and attributes.status = 'FINISHED'")
     latest: dict[str, MethodResult] = {}
@@ -67,7 +68,7 @@ def evaluate_runs(experiment_id: str, checkpoint_hash: str) -> dict[str, MethodR
 def sanity_run(experiment_id: str, checkpoint_hash: str):
     """The latest finished sanity run for a checkpoint hash, or None."""
     runs = MlflowClient().search_runs(
-        [experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+        tracking.lineage(experiment_id), order_by=["attributes.start_time DESC"], max_results=1,
         filter_string=f"tags.stage = 'sanity' and tags.checkpoint_hash = '{checkpoint_hash}' "
                       "and attributes.status = 'FINISHED'")
     return runs[0] if runs else None
@@ -280,7 +281,7 @@ def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, v
 
 def latest_test_run(experiment_id: str, stage: str, checkpoint: str, split: str) -> ModelResult | None:
     runs = MlflowClient().search_runs(
-        [experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+        tracking.lineage(experiment_id), order_by=["attributes.start_time DESC"], max_results=1,
         filter_string=f"tags.stage = '{stage}' and tags.checkpoint = '{checkpoint}' "
                       f"and tags.split = '{split}' and attributes.status = 'FINISHED'")
     if not runs:

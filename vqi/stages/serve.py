@@ -1,7 +1,8 @@
 """stage=serve: the local inspection web app and the expert's review page (`make serve`).
 
-Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (id -> file), `serve.discover` (also the
-checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
+Reads: `serve.host`, `serve.allowed_hosts`, `serve.port`, `serve.checkpoints` (id -> file, or a registered model
+`models:/<name>/<version>`), `serve.model` (a registered model, served as `<name>-v<version>`), `serve.discover` (also
+the checkpoints that runs in the tracking store logged: tag `checkpoint_dir` -> best.pt/last.pt),
 `serve.methods`, `serve.image_size`, `serve.device`, `serve.{amp, amp_dtype, channels_last}`, `serve.max_upload_mb`,
 `serve.max_image_pixels`, `serve.cache_models`, `serve.review_file`, `serve.images_dir`,
 `serve.masks_dir`, `serve.annotations_file`, `serve.k_max`, `serve.display_max_side`, `serve.work_dir`,
@@ -14,6 +15,7 @@ Never part of `stage=all`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from pathlib import Path
@@ -23,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from werkzeug.serving import make_server
 
-from vqi import tracking
+from vqi import model_registry, tracking
 from vqi.serve.app import create_app, fast_methods
 from vqi.serve.registry import CheckpointRegistry
 from vqi.engine.precision import Precision
@@ -37,10 +39,11 @@ def _slug(text: str) -> str:
 
 
 def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
-    """id -> checkpoint file for every run of `experiment` that logged a `checkpoint_dir` tag,
-    newest run first; a file listed by several runs keeps the newest run's id. A folder inside
-    a local store's folder is found relative to the store (tag `checkpoint_dir_in_store`), so a
-    moved or copied checkout serves its own checkpoints."""
+    """id -> checkpoint file for every run of `experiment` (and of those it continues, see
+    `tracking.lineage`) that logged a `checkpoint_dir` tag, newest run first; a file listed by
+    several runs keeps the newest run's id. A folder inside a local store's folder is found
+    relative to the store (tag `checkpoint_dir_in_store`), so a moved or copied checkout serves
+    its own checkpoints."""
     client = MlflowClient(uri)
     store = tracking.store_folder(uri)
     found = client.get_experiment_by_name(experiment)
@@ -48,8 +51,8 @@ def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
         return {}
     out: dict[str, Path] = {}
     seen: set[Path] = set()
-    for run in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
-                                  max_results=1000):
+    for run in client.search_runs(tracking.lineage(found.experiment_id, client),
+                                  order_by=["attributes.start_time DESC"], max_results=1000):
         inside = run.data.tags.get("checkpoint_dir_in_store")
         folder = (store / inside) if store is not None and inside else run.data.tags.get("checkpoint_dir")
         if not folder:
@@ -67,16 +70,29 @@ def discovered_checkpoints(uri: str, experiment: str) -> dict[str, Path]:
     return out
 
 
-def registry_entries(cfg: DictConfig) -> dict[str, Path]:
-    entries = {str(k): Path(v) for k, v in (cfg.serve.checkpoints or {}).items()}
+def registry_entries(cfg: DictConfig) -> dict[str, Path | str]:
+    """id -> checkpoint file, or registered model URI (`models:/<name>/<version>`, checked to be in
+    the tracking store: `RegisteredModelNotFound` names it and the store otherwise)."""
+    entries: dict[str, Path | str] = {str(k): _source(v) for k, v in (cfg.serve.checkpoints or {}).items()}
+    if cfg.serve.get("model"):
+        name, version = model_registry.parse_model_uri(cfg.serve.model)
+        entries.setdefault(f"{name}-v{version}", str(cfg.serve.model))
     if cfg.serve.discover:
+        files = {p.resolve() for p in entries.values() if isinstance(p, Path)}
         for key, path in discovered_checkpoints(cfg.tracking.uri, cfg.tracking.experiment).items():
-            if path not in {p.resolve() for p in entries.values()}:
+            if path not in files:
                 entries.setdefault(key, path)
-    missing = [f"{k}={v}" for k, v in entries.items() if not v.is_file()]
+    missing = [f"{k}={v}" for k, v in entries.items() if isinstance(v, Path) and not v.is_file()]
     if missing:
         raise FileNotFoundError(f"serve.checkpoints: no such file for {', '.join(missing)}")
+    for uri in {v for v in entries.values() if isinstance(v, str)}:
+        model_registry.find_version(uri, str(cfg.tracking.uri))
     return entries
+
+
+def _source(value: object) -> Path | str:
+    """A registered model's URI as it is, anything else as a checkpoint file."""
+    return str(value) if str(value).startswith("models:/") else Path(str(value))
 
 
 def allowed_hosts(cfg: DictConfig) -> list[str]:
@@ -91,7 +107,9 @@ def build_app(cfg: DictConfig):
     """The app the config describes (also used by tests)."""
     s = cfg.serve
     entries = registry_entries(cfg)
-    registry = CheckpointRegistry(entries, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models),
+    sources = {k: functools.partial(model_registry.load_registered, v, str(cfg.tracking.uri))
+               if isinstance(v, str) else v for k, v in entries.items()}
+    registry = CheckpointRegistry(sources, resolve_device(str(s.device)), int(s.image_size), int(s.cache_models),
                                   Precision.of(s))
     app = create_app(registry, fast_methods(list(s.methods)), s.review_file, s.images_dir, s.masks_dir,
                      s.work_dir, OmegaConf.to_container(s.class_map), str(s.void), float(s.point_tolerance),

@@ -16,7 +16,8 @@ and checkpoint hash) is part of the training's identity, as the data are.
 
 Every epoch writes `last.pt` (and `best.pt` when validation Overall IoU improves) atomically;
 only `last.pt` holds the optimizer and scheduler state that resuming needs. A finished training
-logs `best.pt` once to MLflow, as the artifact `model/best.pt`.
+logs `best.pt` once to MLflow, as the artifact `model/best.pt`, and (`tracking.register_models`) its
+model with `mlflow.pytorch.log_model`, registered as `vqi-<experiment_name>-<train.tag>` (`vqi.model_registry`).
 A run finds `last.pt` and then: continues it (same config, unfinished; the MLflow run continues
 too, see `resume_run_id`), reuses it (same config, finished), or stops with an error (other
 config) unless `train.force=true`. Under `torchrun`, rank 0 alone writes and logs.
@@ -38,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from vqi import tracking
+from vqi import model_registry, tracking
 from vqi.classes import CLASS_NAMES
 from vqi.config import relocatable, with_xai_method
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
@@ -314,6 +315,10 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: distributed.DistInf
         if stop == tc.epochs and (ckpt_dir / "best.pt").is_file():  # the model, once, when trained
             mlflow.log_artifact(str(ckpt_dir / "best.pt"), artifact_path=MODEL_ARTIFACT.rsplit("/", 1)[0])
             mlflow.set_tag("model_artifact", MODEL_ARTIFACT)
+            if cfg.tracking.register_models:
+                model_registry.log_trained_model(
+                    ckpt_dir / "best.pt", model_registry.registered_name(cfg.experiment_name, tc.tag),
+                    model_registry.example_images(SegmentationDataset(processed, tc.split, instantiate(tc.transforms.eval))))
         _tag_checkpoint_dir(cfg, ckpt_dir)
         if run_id:
             _log_training_curves(cfg, run_id, ckpt_dir, model_config["arch"])
