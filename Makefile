@@ -22,6 +22,12 @@ BUDGET_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
 # dependencies: it asks for opencv-python, which writes the same cv2 package as the
 # opencv-python-headless that vqi uses; its other dependencies are already vqi's.
 QUANTUS := quantus==0.6.0
+# Off by default. Where PyTorch's CPU index is reachable, TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# installs the CPU build of the locked torch (2.14.1+cpu satisfies the lock's ==2.14.1, and pip
+# prefers it), without the CUDA build's nvidia-* libraries (3.2 GB of the 6.7 GB .venv here).
+# Not tried here: this machine reaches only PyPI.
+TORCH_INDEX ?=
+PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 .PHONY: help install lock demo table1 table2 table3 paper study budget serve ui test test-all
 
@@ -35,10 +41,10 @@ install: $(VENV)/.installed ## Create .venv and install vqi (editable) with the 
 $(VENV)/.installed: pyproject.toml $(LOCK) Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	@if [ -n "$(LOCK)" ] && $(PY) -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(LOCK_PYTHON)")'; then \
-	  echo "$(PY) -m pip install -q -c $(LOCK) -e '.[dev,study]'"; $(PY) -m pip install -q -c $(LOCK) -e '.[dev,study]'; \
+	  echo "$(PY) -m pip install -q -c $(LOCK) $(PIP_INDEX) -e '.[dev,study]'"; $(PY) -m pip install -q -c $(LOCK) $(PIP_INDEX) -e '.[dev,study]'; \
 	else \
 	  echo "warning: $(if $(LOCK),$(LOCK) is for CPython $(LOCK_PYTHON) and this is $$($(PY) -V);) installing unpinned: results may differ from the README's"; \
-	  $(PY) -m pip install -q -e '.[dev,study]'; \
+	  $(PY) -m pip install -q $(PIP_INDEX) -e '.[dev,study]'; \
 	fi
 	$(PY) -m pip install -q --no-deps $(QUANTUS)
 	touch $@
