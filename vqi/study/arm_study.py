@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from vqi.config import CONFIG_DIR, compose_config
 from vqi.reporting.tables import write_table
 from vqi.study.budget_study import check_settings
+from vqi.study.records import append_record, load_records
 from vqi.study.runner import vqi_run
 from vqi.study.tables import paired, seed_values, study_table
 
@@ -107,39 +108,57 @@ def run_arm(arm: Arm, folder: Path, common: list[str], processed: Path, experime
     return metrics
 
 
-def load_results(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+RESULTS = "results.jsonl"
+
+
+def start_study(protocol: dict, output_dir: Path) -> list[Arm]:
+    """The protocol's arms, once its study folder is known to hold this protocol (or none yet)."""
+    check_settings(output_dir, {"kind": "arms", **protocol})
+    return [load_arm(a, protocol["settings"]) for a in protocol["arms"]]
+
+
+def run_seed(protocol: dict, arms: list[Arm], seed: int, output_dir: Path, tracking: tuple[str, ...] = (),
+             started: float | None = None) -> list[dict]:
+    """One seed of a protocol: its baseline, then each arm whose (seed, arm) is not yet in
+    results.jsonl, each record appended as it finishes; the records it added. The seed's folder
+    (data, checkpoints, its own SQLite tracking store) is its own, so seeds may run in parallel.
+    `tracking` overrides where the stages log (e.g. a tracking server): not part of the protocol,
+    as it changes no result."""
+    results_file = output_dir / RESULTS
+    done = {(r["seed"], r["arm"]) for r in load_records(results_file)}
+    todo = [a for a in arms if (seed, a.name) not in done]
+    if not todo:
+        return []
+    started = time.time() if started is None else started
+    folder = output_dir / f"seed{seed}"
+    common = [f"seed={seed}", f"paths.output_dir={folder}", f"paths.data_dir={folder / 'data'}",
+              *protocol["overrides"], *tracking]
+    tic = time.time()
+    print(f"[{time.time() - started:6.0f}s] seed {seed}: baseline and Table I", flush=True)
+    vqi_run("all", [*common, "until=report"], folder / "logs" / "baseline.log")
+    baseline_seconds = time.time() - tic
+    seed_cfg = compose_config(["stage=prepare", *common])
+    processed, experiment = Path(seed_cfg.data.processed_dir), str(seed_cfg.experiment_name)
+    added = []
+    for arm in todo:
+        tic = time.time()
+        print(f"[{time.time() - started:6.0f}s] seed {seed}: arm {arm.name}", flush=True)
+        metrics = run_arm(arm, folder, common, processed, experiment)
+        record = {"seed": seed, "arm": arm.name, "metrics": metrics,
+                  "seconds": round(time.time() - tic + (baseline_seconds if arm.retrain == "none" else 0), 1)}
+        append_record(results_file, record)
+        added.append(record)
+    return added
 
 
 def run_arm_study(protocol: dict, output_dir: Path, tables_dir: Path, name: str = "study") -> list[dict]:
-    """Every (seed, arm) of the protocol not yet in results.jsonl; then the table."""
-    check_settings(output_dir, {"kind": "arms", **protocol})
-    arms = [load_arm(a, protocol["settings"]) for a in protocol["arms"]]
-    results_file = output_dir / "results.jsonl"
-    records = load_results(results_file)
-    done = {(r["seed"], r["arm"]) for r in records}
+    """Every (seed, arm) of the protocol not yet in results.jsonl, seed after seed; then the table.
+    `python -m vqi.study.sweep` runs the same seeds as parallel jobs on a Hydra launcher."""
+    arms = start_study(protocol, output_dir)
     started = time.time()
     for seed in protocol["seeds"]:
-        todo = [a for a in arms if (seed, a.name) not in done]
-        if not todo:
-            continue
-        folder = output_dir / f"seed{seed}"
-        common = [f"seed={seed}", f"paths.output_dir={folder}", f"paths.data_dir={folder / 'data'}", *protocol["overrides"]]
-        tic = time.time()
-        print(f"[{time.time() - started:6.0f}s] seed {seed}: baseline and Table I", flush=True)
-        vqi_run("all", [*common, "until=report"], folder / "logs" / "baseline.log")
-        baseline_seconds = time.time() - tic
-        seed_cfg = compose_config(["stage=prepare", *common])
-        processed, experiment = Path(seed_cfg.data.processed_dir), str(seed_cfg.experiment_name)
-        for arm in todo:
-            tic = time.time()
-            print(f"[{time.time() - started:6.0f}s] seed {seed}: arm {arm.name}", flush=True)
-            metrics = run_arm(arm, folder, common, processed, experiment)
-            record = {"seed": seed, "arm": arm.name, "metrics": metrics,
-                      "seconds": round(time.time() - tic + (baseline_seconds if arm.retrain == "none" else 0), 1)}
-            with open(results_file, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            records.append(record)
+        run_seed(protocol, arms, seed, output_dir, started=started)
+    records = load_records(output_dir / RESULTS)
     write_outputs(records, protocol, arms, tables_dir, name)
     return records
 

@@ -12,18 +12,19 @@ from vqi.config import compose_config
 from vqi.reporting.tables import write_table
 from vqi.study.budget_table import budget_figure, budget_table
 from vqi.study.runner import vqi_run
+from vqi.utils.atomic import write_text
 
 
 def check_settings(folder: Path, settings: dict) -> None:
-    """A study folder holds one setting: refuse to mix results made with other overrides."""
+    """A study folder holds one setting: refuse to mix results made with other overrides. The
+    record is written atomically: parallel jobs of one study (a seed each) may start together."""
     path = folder / "study.json"
     if path.is_file():
         old = json.loads(path.read_text())
         if old != settings:
             raise SystemExit(f"{folder} holds a study made with other settings ({old}); choose another --output-dir")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2) + "\n")
+        write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
 def seed_result(folder: Path, common: list[str]) -> Path:
