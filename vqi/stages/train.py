@@ -41,22 +41,21 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from vqi import model_registry, tracking
 from vqi.classes import CLASS_NAMES
-from vqi.config import relocatable, with_xai_method
+from vqi.config import build_cam, relocatable, with_xai_method
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.data.prepared import current_fingerprint
-from vqi.data.teacher_maps import TeacherMapsDataset
 from vqi.engine import distributed
 from vqi.engine.precision import Precision
 from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
 from vqi.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from vqi.models.factory import build_model
 from vqi.reporting.charts import save_training_curves
-from vqi.stages.explain import build_cam
 from vqi.utils import atomic
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
 from vqi.xai.maps import file_hash
 from vqi.xai.teacher import TARGET, teacher_maps_ready, write_teacher_maps
+from vqi.xai.teacher_maps import TeacherMapsDataset
 
 log = logging.getLogger(__name__)
 
