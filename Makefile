@@ -62,7 +62,7 @@ table1: install ## Table I: prepare, train, test, explain + evaluate every metho
 	$(VQI) stage=all until=report
 	$(call SHOW,table1)
 
-table2: install ## Table II: Table I's chain, then augment, retrain and report (EXPERIMENT=demo|paper, FORCE=1)
+table2: install ## Table II: Table I's chain, then augment, retrain and compare (EXPERIMENT=demo|paper, FORCE=1)
 	$(VQI) stage=all
 	$(call SHOW,table2 table2_truth)
 
