@@ -62,7 +62,7 @@ table1: install ## Table I: prepare, train, test, explain + evaluate every metho
 	$(VQI) stage=all until=report
 	$(call SHOW,table1)
 
-table2: install ## Table II: Table I's chain, then augment, retrain and report (EXPERIMENT=demo|paper, FORCE=1)
+table2: install ## Table II: Table I's chain, then augment, retrain and compare (EXPERIMENT=demo|paper, FORCE=1)
 	$(VQI) stage=all
 	$(call SHOW,table2 table2_truth)
 
@@ -87,8 +87,10 @@ serve: install ## The inspection web app and review page on http://127.0.0.1:800
 ui: install ## The MLflow UI on outputs/mlflow.db; prints each experiment's runs address (UI_PORT=5000)
 	$(PY) scripts/mlflow_ui.py --store outputs/mlflow.db --port $(UI_PORT)
 
-test: install ## Run the fast tests (pytest -m "not slow")
+test: install ## Check the import layers (lint-imports, pyproject.toml), then run the fast tests (pytest -m "not slow")
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: install ## Run every test, the slow ones too
+test-all: install ## Check the import layers, then run every test, the slow ones too
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q

@@ -19,14 +19,14 @@ from processed_factory import write_processed
 from vqi import tracking
 from vqi.config import compose_config
 from vqi.data.dataset import SegmentationDataset
-from vqi.data.teacher_maps import TeacherMapsDataset
+from vqi.xai.teacher_maps import TeacherMapsDataset
 from vqi.data.transforms import eval_transform, train_transform
 from vqi.engine.train_loop import batch_loss, set_bn_momentum, train_one_epoch
 from vqi.models import build_model, load_checkpoint, load_model, save_checkpoint
 from vqi.models.impactx import ImpactX, last_features
 from vqi.models.losses import DiceLoss, reconstruction_loss
 from vqi.stages import evaluate, explain, retrain, train as train_stage
-from vqi.stages.explain import build_cam
+from vqi.config import build_cam
 from vqi.study.arm_study import load_arm, retrain_overrides
 from vqi.utils.seed import seed_everything
 from vqi.xai.base import resolve_layer

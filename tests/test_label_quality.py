@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vqi.classes import CLASS_IDS
-from vqi.study.label_quality import LabelIoU, ProposalQuality
+from vqi.data.label_quality import LabelIoU, ProposalQuality
 from vqi.study.tables import paired, study_table
 
 B, C, L, D, V = 0, 1, 2, 5, 255   # background, cable, lattice, distractor / perplexed, void

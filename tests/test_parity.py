@@ -1,17 +1,52 @@
-"""Mixed-precision inference: the CPU path stays float32, and autocast's parity with float32."""
+"""Mixed-precision inference: the CPU path stays float32, and autocast's parity with float32.
+
+The parity measures live here, beside the tolerances they are held to (scripts/bench_precision.py
+measures the same gaps over a trained checkpoint's split, with times)."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import pytest
 import torch
+from torch import nn
 
-from vqi.engine.parity import amp_parity, map_parity
 from vqi.engine.precision import Precision, amp_dtype
 from vqi.engine.prediction import predicted_classes
 from vqi.engine.train_loop import predict, set_bn_momentum
 from vqi.models.factory import build_model
+from vqi.xai.base import BaseCAM
 from vqi.xai.gradcam import GradCAM
 from vqi.xai.scorecam import ScoreCAM
 from vqi.xai.targets import Unit, model_logits
+
+
+@torch.no_grad()
+def amp_parity(model: nn.Module, images: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+    """Compare `model` in float32 with `model` under `dtype` autocast on the images' device."""
+    model.eval()
+    ref = model_logits(model, images).float()
+    with torch.autocast(images.device.type, dtype=dtype):
+        low = model_logits(model, images).float()
+    ref_pred, low_pred = predicted_classes(ref), predicted_classes(low)
+    ious = []
+    for c in range(ref.shape[1]):
+        a, b = ref_pred == c, low_pred == c
+        union = int((a | b).sum())
+        if union:
+            ious.append(int((a & b).sum()) / union)
+    return {"max_prob_diff": float((ref.softmax(1) - low.softmax(1)).abs().max()),
+            "pixel_agreement": float((ref_pred == low_pred).float().mean()),
+            "miou_vs_float32": float(sum(ious) / len(ious))}
+
+
+def map_parity(cam: BaseCAM, images: torch.Tensor, units: Sequence[Unit], dtype: torch.dtype) -> dict[str, float]:
+    """Compare `cam`'s maps in float32 with its maps under `dtype` autocast on the images' device:
+    the largest and the mean absolute difference of any map value (maps lie in [0, 1])."""
+    ref = cam(images, units).detach().float()
+    with torch.autocast(images.device.type, dtype=dtype):
+        low = cam(images, units).detach().float()
+    gap = (ref - low).abs()
+    return {"max_map_diff": float(gap.max()), "mean_map_diff": float(gap.mean())}
 
 
 def random_model_and_images(arch: str) -> tuple[torch.nn.Module, torch.Tensor]:

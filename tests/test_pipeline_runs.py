@@ -83,7 +83,7 @@ def test_all_stops_after_a_report_where_nothing_was_explained(tmp_path, tmp_path
             with open_dict(cfg):
                 del cfg["hydra"]   # as Hydra hands the config to the app
             jobs = [j for j in run._jobs(cfg) if j.stage not in ("prepare", "train", "test")]
-            assert [j.stage for j in jobs] == ["explain", "evaluate", "report", "augment", "retrain", "report"]
+            assert [j.stage for j in jobs] == ["explain", "evaluate", "report", "augment", "retrain", "compare"]
             experiment = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
             with pytest.raises(run.PipelineStopped, match=r"every method explained 0 units.*Train longer \(train.epochs\)"):
                 run._run_pipeline(cfg, jobs, experiment)

@@ -9,7 +9,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
-from vqi.stages.explain import build_cam
+from vqi.config import build_cam
 from vqi.xai.random_cam import RandomCAM, random_weights, unit_seed
 from vqi.xai.targets import Unit
 

@@ -7,8 +7,8 @@ import mlflow
 import pytest
 
 from vqi import tracking
-from vqi.stages.report import table2
-from vqi.stages.retrain import enhanced_config
+from vqi.config import enhanced_config
+from vqi.stages.compare import table2
 
 IOU = {"iou_cable": 0.5506, "iou_tower_wooden": 0.9475, "iou_tower_lattice": 0.9531,
        "iou_tower_tucohy": 0.9063, "iou_overall": 0.8394, "iou_background": 0.99, "miou_5": 0.87}
@@ -22,7 +22,7 @@ def _log(experiment_id, stage, checkpoint, metrics, split="test"):
 
 
 def test_table2_from_the_latest_original_and_enhanced_runs(make_cfg):
-    cfg = make_cfg(stage="report")
+    cfg = make_cfg(stage="compare")
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(experiment_id=experiment_id):
         assert table2(cfg, experiment_id) == {}          # nothing tested yet: no table
@@ -32,7 +32,7 @@ def test_table2_from_the_latest_original_and_enhanced_runs(make_cfg):
     first = _log(experiment_id, "test", original, IOU)
     _log(experiment_id, "test", original, {**IOU, "iou_cable": 0.9}, split="val")  # other split
     second = _log(experiment_id, "retrain", enhanced, {**IOU, "iou_cable": 0.5811, "iou_overall": 0.84715})
-    with mlflow.start_run(experiment_id=experiment_id):  # the report stage's own run
+    with mlflow.start_run(experiment_id=experiment_id):  # the compare stage's own run
         deltas = table2(cfg, experiment_id)
     assert deltas["delta/iou_cable"] == pytest.approx(3.05)
     assert deltas["delta/iou_overall"] == pytest.approx(0.775)
@@ -47,7 +47,7 @@ def test_table2_from_the_latest_original_and_enhanced_runs(make_cfg):
 
 
 def test_table2_against_truth_beside_annotation_when_the_test_split_has_truth(make_cfg):
-    cfg = make_cfg(stage="report")
+    cfg = make_cfg(stage="compare")
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment)
     truth = {f"truth/{k}": v - 0.05 for k, v in IOU.items()}
     _log(experiment_id, "test", str(cfg.test.checkpoint), {**IOU, **truth})

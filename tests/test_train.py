@@ -262,13 +262,16 @@ def test_rerun_reuses_a_finished_training_and_refuses_another_config(make_cfg, p
     assert load_checkpoint(last)["config"]["train"]["lr"] == 0.5
 
 
-def test_an_unfinished_training_continues_its_epochs_and_mlflow_run(make_cfg, processed, tracked):
+def test_an_unfinished_training_continues_its_epochs_and_mlflow_run(make_cfg, processed, tracked, monkeypatch):
     base = [*SMALL, f"data.processed_dir={processed}", "train.epochs=2", "train.eval_untrained=false"]
     _, first_run = tracked(train_stage, make_cfg(*base, "train.stop_after_epochs=1", stage="train"))
     cfg = make_cfg(*base, stage="train")
     assert load_checkpoint(Path(cfg.train.checkpoint_dir) / "last.pt")["epoch"] == 1
+    reads = []   # resume_run_id and the run it resumes read last.pt once, as vqi.run calls them
+    monkeypatch.setattr(train_stage, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path))
     assert train_stage.resume_run_id(cfg) == first_run
     _, again = tracked(train_stage, cfg, run_id=train_stage.resume_run_id(cfg))
+    assert len(reads) == 1
     assert again == first_run
     assert load_checkpoint(Path(cfg.train.checkpoint_dir) / "last.pt")["epoch"] == 2
     assert [m.step for m in tracked.client.get_metric_history(first_run, "train_loss")] == [1, 2]

@@ -17,7 +17,7 @@ from xai_factory import xai_setup
 
 from vqi import tracking
 from vqi.stages import evaluate, explain, report
-from vqi.stages.explain import build_cam
+from vqi.config import build_cam
 from vqi.xai.adaptive_kde import balloon, count_peaks, fft_smooth, histogram, variable_density
 from vqi.xai.advise import AdviseCAM
 from vqi.xai.base import gradient_maps

@@ -14,7 +14,7 @@ from vqi.augment.proposals import ENLARGE, Proposal
 from vqi.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vqi.engine.precision import Precision
 from vqi.models.factory import build_model
-from vqi.stages.explain import build_cam
+from vqi.config import build_cam
 from vqi.study.evidence import explained_images
 from vqi.study.rankers import CAM, LOTS as LOTS_MAPS, Evidence, review_order
 from vqi.study.rankers.cam import CamRanker

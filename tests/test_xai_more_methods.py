@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
-from vqi.stages.explain import build_cam
+from vqi.config import build_cam
 from vqi.xai.ensemble import EnsembleCAM
 from vqi.xai.gradcam import GradCAM
 from vqi.xai.gradcampp import GradCAMPlusPlus

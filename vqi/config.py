@@ -106,6 +106,49 @@ def with_xai_method(cfg: DictConfig, method: str) -> DictConfig:
     return out
 
 
+def build_cam(cfg: DictConfig, model):
+    """The configured method (`cfg.xai`) on the configured engine: `vqi.xai.factory.build_cam`
+    with the method's `_target_` instantiated."""
+    from vqi.xai.factory import build_cam as cam_factory  # torch and pytorch-grad-cam: only when asked
+
+    xc = cfg.xai
+    fast = instantiate(xc.method) if xc.engine == "fast" and "_target_" in xc.method else None
+    return cam_factory(model, name=str(xc.name), engine=xc.engine, target_layer=xc.target_layer, method=fast,
+                       library_method=xc.library_method, batch_size=int(xc.method.get("batch_size", 16)))
+
+
+def proposal_explainers(cfg: DictConfig, method: str, model, needs: set[str]):
+    """The CAMs of the augment / budget pass over the split (`vqi.study.proposing`): `method`'s,
+    at `model.fine_target_layer` when `needs` has `cam_fine`, and `conf/xai/lots.yaml`'s (the
+    run's `xai.*` when it runs with `xai=lots`) when it has `lots`."""
+    from vqi.study.proposing import Explainers
+    from vqi.study.rankers import CAM_FINE, LOTS
+
+    xai_cfg = with_xai_method(cfg, method)
+    fine = None
+    if CAM_FINE in needs:
+        fine_cfg = copy.deepcopy(xai_cfg)
+        fine_cfg.xai.target_layer = cfg.model.fine_target_layer
+        fine = build_cam(fine_cfg, model)
+    lots = build_cam(with_xai_method(cfg, "lots"), model) if LOTS in needs else None
+    return Explainers(build_cam(xai_cfg, model), fine, lots)
+
+
+ENHANCED_TAG = "enhanced"
+"""`train.tag` of the retraining on the augmented split (stage=retrain)."""
+
+
+def enhanced_config(cfg: DictConfig) -> DictConfig:
+    """The baseline's config, pointed at the augmented split and its own checkpoint folder: what
+    stage=retrain trains and tests, and where stage=compare finds the enhanced model's runs."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.train.split = "${retrain.split}"
+        out.train.checkpoint_dir = "${retrain.checkpoint_dir}"
+        out.train.tag = ENHANCED_TAG
+    return out
+
+
 class ConfigError(ValueError):
     """A config value of the wrong type, out of its range, or a key the config does not define."""
 

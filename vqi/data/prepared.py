@@ -20,10 +20,10 @@ from vqi.utils.progress import progress as progress_bar
 
 from vqi.classes import CLASS_NAMES, IGNORE_INDEX, TRUTH_CLASS_IDS
 from vqi.data.coco import VOID_MODES, coco_document, scaled_annotations
+from vqi.data.label_quality import LabelIoU
 from vqi.data.labelme import TruthFolder
 from vqi.data.rasterize import rasterize
 from vqi.data.records import VOID, DataError, Sample
-from vqi.study.label_quality import LabelIoU
 from vqi.utils import atomic
 
 FORMAT_VERSION = "1"

@@ -2,7 +2,7 @@
 
 Mixed precision (float16 or bfloat16 autocast) and channels_last apply on CUDA only. On any
 other device every path runs float32 in the default memory format whatever the setting says, so
-CPU results never depend on it. `vqi.engine.parity` states a mixed path's parity with float32.
+CPU results never depend on it. `tests/test_parity.py` bounds a mixed path's parity with float32.
 """
 from __future__ import annotations
 

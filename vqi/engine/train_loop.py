@@ -2,7 +2,7 @@
 
 Batches are `(image, mask, stem)` as `vqi.data.dataset.SegmentationDataset` yields them; IMPACTX
 training (`explanation_weight` set) takes `(image, mask, stem, teacher maps)` batches of
-`vqi.data.teacher_maps.TeacherMapsDataset` and a model with an explanation branch.
+`vqi.xai.teacher_maps.TeacherMapsDataset` and a model with an explanation branch.
 AMP (float16 autocast + GradScaler) and channels_last apply on CUDA only; on other devices
 the same code runs in float32. `tap_sparse=True` runs the dilated convolutions through
 `vqi.models.sparse_conv` (exact; on small CPU feature maps ASPP then skips the taps that read only

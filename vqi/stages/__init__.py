@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "augment": "vqi.stages.augment",
     "budget": "vqi.stages.budget",
     "retrain": "vqi.stages.retrain",
+    "compare": "vqi.stages.compare",
     "serve": "vqi.stages.serve",
     "export": "vqi.stages.export",
     "export_proposals": "vqi.stages.export_proposals",
@@ -30,8 +31,8 @@ STAGES: dict[str, str] = {
 """Every stage by name."""
 
 PIPELINE: tuple[str, ...] = ("prepare", "train", "test", "explain", "evaluate", "report",
-                              "augment", "retrain", "report")
-"""The steps `stage=all` runs, in order (a stage may appear twice)."""
+                              "augment", "retrain", "compare")
+"""The steps `stage=all` runs, in order (a stage may appear more than once)."""
 
 PER_METHOD: frozenset[str] = frozenset({"explain", "evaluate"})
 """Stages that `stage=all` runs once per entry of the config's `xai_methods` (as `xai=<method>`)."""

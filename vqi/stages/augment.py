@@ -22,47 +22,37 @@ moves it aside (timestamped) before proposing anew. The original split is never 
 """
 from __future__ import annotations
 
-import copy
 import io
 import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
 import mlflow
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from vqi.augment import review_page
 from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
-from vqi.augment.proposals import EnlargeRule, Proposal, UnlabelledRule, propose_for_image
-from vqi.augment.regions import union
+from vqi.augment.proposals import Proposal
 from vqi.augment.review import POLICIES as REVIEW_POLICIES, decide, read_review, write_review
-from vqi.augment.sheets import save_sheet, sheet_name
 from vqi.classes import CLASS_IDS
-from vqi.config import build_ranker, with_xai_method
+from vqi.config import build_ranker, proposal_explainers, with_xai_method
 from vqi.data.coco import iter_image_annotations
-from vqi.data.dataset import SegmentationDataset, read_mask, read_split
+from vqi.data.dataset import read_mask, read_split
+from vqi.data.label_quality import LabelIoU, ProposalQuality
 from vqi.data.prepared import current_fingerprint
 from vqi.data.rasterize import instance_mask
-from vqi.data.transforms import eval_transform
-from vqi.engine.precision import Precision
-from vqi.models.checkpoint import load_model
-from vqi.reporting.figures import to_rgb
-from vqi.stages.explain import build_cam
+from vqi.reporting.chosen import chosen_method
 from vqi.study import oracle
-from vqi.study.evidence import explained_images
-from vqi.study.label_quality import LabelIoU, ProposalQuality
-from vqi.study.rankers import CAM, CAM_FINE, LOTS, Evidence, Ranker, review_order
+from vqi.study.proposing import ProposedImage, baseline_proposals
+from vqi.study.rankers import Ranker, review_order
 from vqi.utils.atomic import atomic_path, write_bytes_if_changed, write_json
 from vqi.utils.background import BackgroundWorker
-from vqi.utils.device import resolve_device
 from vqi.utils.progress import progress
 from vqi.xai.maps import file_hash
 
@@ -76,80 +66,11 @@ def run_name(cfg: DictConfig) -> str:
 POLICIES = (*REVIEW_POLICIES, "oracle")
 
 
-def chosen_method(cfg: DictConfig) -> str:
-    """The method whose maps the review sheets (and the `cam` rankers) use: `augment.method`, else
-    the method Table I chose (written by `stage=report`)."""
-    if cfg.augment.method:
-        return str(cfg.augment.method)
-    path = Path(cfg.paths.tables_dir) / "chosen_method.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `stage=report` (Table I) first (it chooses no "
-                                "method when every method explained 0 units: train longer), or set augment.method=<name>")
-    return str(json.loads(path.read_text())["method"])
-
-
-def _draw_sheet(path: Path, image: torch.Tensor, label: np.ndarray, pred: np.ndarray,
-                drawn: dict[str, tuple[np.ndarray | None, np.ndarray]]) -> None:
-    """One image's review sheet, from the model's input (as the masks: no second decode)."""
-    save_sheet(path, review_page.sheet_tiles(to_rgb(image), label, pred, drawn))
-
-
-@dataclass
-class ProposedImage:
-    """One image's proposals, the masks of its thin instances, its annotated mask, and the
-    evidence the rankers scored them from (maps, probabilities)."""
-    stem: str
-    proposals: list[Proposal]
-    instances: dict[int, np.ndarray]
-    label: np.ndarray
-    evidence: Evidence
-
-
-def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker], sheets: BackgroundWorker | None
-                    ) -> Iterator[ProposedImage]:
-    """Run the baseline over the split: per image its proposals, each ranker's score of them in
-    `proposal.scores` order of `rankers` (the first ranker's also as `proposal.score`), and with
-    `sheets` its review sheet drawn in the background."""
-    a = cfg.augment
-    processed = Path(cfg.data.processed_dir)
-    device = resolve_device(cfg.device)
-    xai_cfg = with_xai_method(cfg, method_name)
-    precision = Precision.of(xai_cfg.xai)
-    model, ckpt = load_model(a.checkpoint, device)
-    model = precision.prepare(model, device)
-    class_ids = {name: i for i, name in enumerate(ckpt["class_names"])}
-    missing = [c for c in a.thin_classes if c not in class_ids]
-    if missing:
-        raise ValueError(f"augment.thin_classes: {missing} not among the model's classes {list(class_ids)}")
-    needs = set().union(*(r.needs for r in rankers.values())) | ({CAM} if sheets is not None else set())
-    fine = None
-    if CAM_FINE in needs:
-        fine_cfg = copy.deepcopy(xai_cfg)
-        fine_cfg.xai.target_layer = cfg.model.fine_target_layer
-        fine = build_cam(fine_cfg, model)
-    lots = build_cam(with_xai_method(cfg, "lots"), model) if LOTS in needs else None   # xai=lots: the run's settings
-    entries = {Path(img["file_name"]).stem: anns for img, anns in iter_image_annotations(read_split(processed, a.split))}
-    loader = DataLoader(SegmentationDataset(processed, a.split, eval_transform(int(cfg.data.image_size))),
-                        batch_size=int(a.batch_size), shuffle=False)
-    enlarge, unlabelled = EnlargeRule(**a.enlarge), UnlabelledRule(**a.unlabelled)
-    panels_dir = Path(a.review_dir) / review_page.PANELS_DIR
-    images = explained_images(progress(loader, desc=f"augment: explain ({method_name})"), model, device, precision,
-                              class_ids, list(a.thin_classes), needs, build_cam(xai_cfg, model), fine, lots)
-    for seen in images:
-        found, instances = propose_for_image(seen.stem, entries[seen.stem], seen.label, seen.pred, class_ids,
-                                             list(a.thin_classes), enlarge, unlabelled)
-        evidence = Evidence(seen.label, class_ids, seen.probs, seen.cams, seen.fine_cams, instances, seen.lots)
-        for name, ranker in rankers.items():
-            for proposal, value in zip(found, ranker.scores(found, evidence)):
-                proposal.scores[name] = round(value, 6)
-        for proposal in found:
-            proposal.score = next(iter(proposal.scores.values()), 0.0)
-        if sheets is not None and found:   # one sheet per image, drawn beside the next batch's passes
-            drawn = {name: (seen.cams.get(name), union([p.region for p in found if p.class_name == name],
-                                                       *seen.label.shape))
-                     for name in a.thin_classes if any(p.class_name == name for p in found)}
-            sheets.submit(_draw_sheet, panels_dir / sheet_name(seen.stem), seen.image, seen.label, seen.pred, drawn)
-        yield ProposedImage(seen.stem, found, instances, seen.label, evidence)
+def proposed_images(cfg: DictConfig, method_name: str, rankers: dict[str, Ranker],
+                    sheets: BackgroundWorker | None) -> Iterator[ProposedImage]:
+    """The baseline's proposals per image of `augment.split`, scored by `rankers` (vqi.study.proposing)."""
+    return baseline_proposals(cfg, method_name, with_xai_method(cfg, method_name).xai,
+                              partial(proposal_explainers, cfg, method_name), rankers, sheets)
 
 
 def propose(cfg: DictConfig, method_name: str) -> list[Proposal]:
@@ -298,7 +219,7 @@ def _check_source(review_file: Path, source: dict[str, str]) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     a = cfg.augment
     review_file = Path(a.review_file)
-    method = chosen_method(cfg)
+    method = chosen_method(cfg.paths.tables_dir, cfg.augment.method)
     mlflow.set_tag("xai_method", method)
     source = _source(cfg, method)
     if review_file.exists() and not a.force:

@@ -19,6 +19,7 @@ method, split, thin_classes, enlarge.*, unlabelled.*, unlabelled_label, batch_si
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -29,13 +30,14 @@ from vqi.augment import regions
 from vqi.augment.proposals import ENLARGE, UNLABELLED
 from vqi.augment.review import decide
 from vqi.classes import CLASS_IDS, CLASS_NAMES
-from vqi.config import build_ranker
+from vqi.config import build_ranker, proposal_explainers, with_xai_method
 from vqi.data.coco import iter_image_annotations
 from vqi.data.dataset import read_mask, read_split
-from vqi.stages.augment import chosen_method, proposed_images
 from vqi.study import oracle
 from vqi.study.border_auc import BorderAUC, maps_of
 from vqi.study.budget import SplitImage, aubc, label_iou_after, ranking_auc
+from vqi.reporting.chosen import chosen_method
+from vqi.study.proposing import baseline_proposals
 from vqi.study.rankers import review_order
 from vqi.utils.atomic import write_json
 
@@ -58,14 +60,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     budgets = [float(x) for x in b.budgets]
     aubc(budgets, [0.0] * len(budgets))   # refuses budgets that do not rise from 0 to 1
     rankers = {str(name): build_ranker(cfg, str(name), "budget.rankers") for name in b.rankers}
-    method = chosen_method(cfg)
+    method = chosen_method(cfg.paths.tables_dir, cfg.augment.method)
     mlflow.set_tag("xai_method", method)
     k_max = int(a.enlarge.k_max)
     annotations = {Path(img["file_name"]).stem: ((img["height"], img["width"]), {ann["id"]: ann for ann in anns})
                    for img, anns in iter_image_annotations(read_split(processed, a.split))}
     images, proposals, verdicts = [], [], {}
     border = BorderAUC(maps_of(set().union(*(r.needs for r in rankers.values()))))
-    for seen in proposed_images(cfg, method, rankers, sheets=None):
+    for seen in baseline_proposals(cfg, method, with_xai_method(cfg, method).xai,
+                                   partial(proposal_explainers, cfg, method), rankers, sheets=None):
         shape, anns = annotations[seen.stem]
         truth = read_mask(truth_dir / f"{seen.stem}.png", shape)
         border.update(seen.proposals, seen.evidence, truth, CLASS_IDS)

@@ -36,9 +36,8 @@ from vqi.engine.precision import Precision
 from vqi.models.checkpoint import load_model
 from vqi.reporting.charts import save_curves_figure
 from vqi.reporting.table1 import label
-from vqi.stages.explain import _device_name
 from vqi.utils.atomic import write_json
-from vqi.utils.device import resolve_device
+from vqi.utils.device import device_name, resolve_device
 from vqi.xai.maps import META, file_hash, load_maps, read_meta
 from vqi.xai.targets import model_logits, select_units
 from vqi.engine.prediction import predicted_classes
@@ -146,7 +145,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     mlflow.set_tags({"xai_method": xc.name, "xai_engine": meta.get("engine", ""), "xai_target": xc.target,
                      "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
                      "device": str(meta.get("device")), "metrics_tau": str(cfg.metrics.tau),
-                     "metrics_device": _device_name(device), "pointing_radius": str(cfg.metrics.pointing_radius),
+                     "metrics_device": device_name(device), "pointing_radius": str(cfg.metrics.pointing_radius),
                      "deletion_steps": str(cfg.metrics.deletion_steps)})
     mlflow.log_artifact(str(method_dir / "metrics.json"), artifact_path="evaluate")
     log.info("evaluate %s: %s", xc.name, ", ".join(f"{k} {metrics[k]:.2f}" for k in

@@ -27,20 +27,18 @@ from vqi.classes import CLASS_NAMES
 from vqi.data.dataset import SegmentationDataset
 from vqi.engine.precision import Precision
 from vqi.models.checkpoint import load_model
+from vqi.config import build_cam
 from vqi.reporting.figures import save_cam_figure, to_rgb
 from vqi.reporting.table1 import label
 from vqi.utils.atomic import atomic_dir, staged_files
-from vqi.utils.device import resolve_device
+from vqi.utils.device import device_name, resolve_device
 from vqi.utils.seed import seed_everything
 from vqi.xai.base import BaseCAM
-from vqi.xai.library import LibraryCAM
 from vqi.xai.maps import file_hash, save_maps, write_meta
 from vqi.xai.targets import Unit, model_logits, select_units
 from vqi.engine.prediction import predicted_classes
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("fast", "library")
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -50,23 +48,6 @@ def run_name(cfg: DictConfig) -> str:
 def inputs(cfg: DictConfig) -> list[Path]:
     """Files whose change makes a finished explain run stale (the run's reuse key)."""
     return [Path(cfg.xai.checkpoint), Path(cfg.data.processed_dir) / "annotations" / f"{cfg.xai.split}.json"]
-
-
-def build_cam(cfg: DictConfig, model: torch.nn.Module) -> BaseCAM:
-    """The configured method on the configured engine."""
-    xc = cfg.xai
-    if xc.engine == "fast":
-        if "_target_" not in xc.method:
-            raise ValueError(f"xai={xc.name} has no fast implementation (conf/xai/{xc.name}.yaml has no "
-                             "method._target_); use xai.engine=library")
-        return instantiate(xc.method)(model=model, target_layer=xc.target_layer)
-    if xc.engine == "library":
-        if not xc.library_method:
-            raise ValueError(f"xai={xc.name} has no pytorch-grad-cam equivalent (xai.library_method is null); "
-                             "use xai.engine=fast")
-        return LibraryCAM(model, xc.target_layer, xc.library_method,
-                          batch_size=int(xc.method.get("batch_size", 16)))
-    raise ValueError(f"xai.engine: expected one of {ENGINES}, got {xc.engine!r}")
 
 
 def _sync(device: torch.device) -> None:
@@ -98,12 +79,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         write_meta(building, {
             "method": xc.name, "engine": xc.engine, "target": xc.target, "target_layer": xc.target_layer,
             "split": xc.split, "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-            "device": _device_name(device), "precision": precision.describe(device), "batch_size": batch_size,
+            "device": device_name(device), "precision": precision.describe(device), "batch_size": batch_size,
             "images": images_meta,
         })
     mlflow.set_tags({"xai_method": xc.name, "xai_engine": xc.engine, "xai_target": xc.target,
                      "checkpoint": str(xc.checkpoint), "checkpoint_hash": checkpoint_hash,
-                     "device": _device_name(device), "precision": precision.describe(device),
+                     "device": device_name(device), "precision": precision.describe(device),
                      "maps_dir": str(method_dir)})
     if figures_dir.is_dir():
         mlflow.log_artifacts(str(figures_dir), artifact_path="figures")
@@ -154,10 +135,3 @@ def _explain_all(cfg: DictConfig, model: torch.nn.Module, cam: BaseCAM, names: l
                                 title=f"{label(xc.name)} on {xc.split} image {stem} (target: {xc.target} mask)")
                 drawn += 1
     return images_meta
-
-
-def _device_name(device: torch.device) -> str:
-    """`cpu (N threads)` or the CUDA device's name: times are only comparable on the same one."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu ({torch.get_num_threads()} threads)"

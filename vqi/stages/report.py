@@ -1,5 +1,5 @@
 """stage=report: Table I from the tracked evaluate runs of one checkpoint, and the chosen method;
-Table II (original vs enhanced test IoU) once a retrain run exists.
+Table III. (Table II, original vs enhanced, is stage=compare's.)
 
 Config keys read: `xai.checkpoint`, `xai_methods` (row order; other evaluated methods follow),
 `paths.tables_dir`, `report.{choose_by, floor, sanity_max_abs_rho, figures_dir}`. Takes the latest
@@ -10,8 +10,6 @@ deletion / insertion / pointing with the latest FINISHED `sanity` run of the che
 chosen method follows Table I's rule unless `report.choose_by=table3`; the floor (Random-CAM) is
 never chosen, and the notes say when the chosen method fails the sanity check or does not beat it.
 When every method explained 0 units, no method is chosen (Table I says why; no chosen_method.json).
-Table II takes the latest FINISHED `test` run of `test.checkpoint` and `retrain` run of the
-enhanced checkpoint (`retrain.checkpoint_dir`) on `test.split`, and writes `table2.md/.csv/.tex`.
 """
 from __future__ import annotations
 
@@ -20,29 +18,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
-import torch
-from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from vqi import tracking
 from vqi.reporting.charts import save_curves_figure, save_table_chart
-from vqi.reporting.examples import before_after_rows, methods_rows
-from vqi.reporting.figures import save_before_after_figure, save_methods_figure, to_rgb
+from vqi.reporting.chosen import CHOSEN
+from vqi.reporting.examples import methods_rows
+from vqi.reporting.figures import save_methods_figure
 from vqi.reporting.table1 import METRICS, MethodResult, build_table1, choose_method, label
 from vqi.reporting.table3 import FLOOR_KEYS, build_table3, floor_shortfalls, sanity_verdict
-from vqi.reporting.table2 import COLUMNS, ModelResult, build_table2
-from vqi.stages.retrain import enhanced_config
-from vqi.data.dataset import SegmentationDataset
-from vqi.models.checkpoint import load_model
 from vqi.reporting.tables import write_table
-from vqi.utils.device import resolve_device
 from vqi.utils.atomic import write_json
 from vqi.xai.maps import META, file_hash, read_meta
 
 log = logging.getLogger(__name__)
 
-CHOSEN = "chosen_method.json"
 CHOOSE_BY = ("table1", "table3")
 
 
@@ -101,7 +92,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         notes.append(f"Not evaluated for this checkpoint: {', '.join(missing)}.")
     table = build_table1(results, caption="Table I: plausibility and faithfulness of CAM methods", notes=notes)
     if nothing_explained(results):
-        return _no_method(cfg, table, checkpoint, checkpoint_hash) | table2(cfg, experiment_id)
+        return _no_method(cfg, table, checkpoint, checkpoint_hash)
     trust = _table3_results(results, sanity_run(experiment_id, checkpoint_hash))
     rule = "Table I" if cfg.report.choose_by == "table1" else "Table III"
     if cfg.report.choose_by == "table1":
@@ -137,7 +128,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     log.info("Table I (%d methods) -> %s; chosen method: %s; figures: %s", len(results), paths[0], winner,
              ", ".join(p.name for p in figures))
     return ({"units": max(r.metrics.get("units", 0.0) for r in results)}
-            | {f"wins/{m}": float(n) for m, n in wins.items()} | table2(cfg, experiment_id))
+            | {f"wins/{m}": float(n) for m, n in wins.items()})
 
 
 def pipeline_stop(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
@@ -279,59 +270,6 @@ def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, v
     return paths
 
 
-def latest_test_run(experiment_id: str, stage: str, checkpoint: str, split: str) -> ModelResult | None:
-    runs = MlflowClient().search_runs(
-        tracking.lineage(experiment_id), order_by=["attributes.start_time DESC"], max_results=1,
-        filter_string=f"tags.stage = '{stage}' and tags.checkpoint = '{checkpoint}' "
-                      f"and tags.split = '{split}' and attributes.status = 'FINISHED'")
-    if not runs:
-        return None
-    return ModelResult("", dict(runs[0].data.metrics), runs[0].info.run_id, checkpoint)
-
-
-def truth_row(result: ModelResult) -> ModelResult:
-    """A model's IoU against the true masks (`truth/*` metrics of stage=test) as a row of its own."""
-    metrics = {k[len("truth/"):]: v for k, v in result.metrics.items() if k.startswith("truth/")}
-    return replace(result, metrics=metrics)
-
-
-def table2(cfg: DictConfig, experiment_id: str) -> dict[str, float]:
-    """Write Table II when both models were tested on the split; metrics: the IoU differences."""
-    split = str(cfg.test.split)
-    original = latest_test_run(experiment_id, "test", str(cfg.test.checkpoint), split)
-    enhanced = latest_test_run(experiment_id, "retrain", str(enhanced_config(cfg).test.checkpoint), split)
-    if original is None or enhanced is None:
-        log.info("Table II not written yet: it needs a finished stage=test and stage=retrain on %s", split)
-        return {}
-    results = [replace(original, name="Original"), replace(enhanced, name="Enhanced")]
-    table = build_table2(results, notes=[
-        f"Split `{split}` (the original annotations, untouched by augmentation); Overall = mean IoU "
-        "of the four foreground classes; `perplexed` counts as background."])
-    paths = write_table(table, Path(cfg.paths.tables_dir), "table2")
-    truth_results = [truth_row(r) for r in results]
-    if all(r.metrics for r in truth_results):  # generated data: the same predictions against the truth
-        truth_table = build_table2(truth_results, notes=[
-            f"Split `{split}` scored against its true masks, which generated data knows (Table II above: "
-            "against the annotated labels, the paper's protocol). Distractors count as background."],
-            caption="Table II against truth: test IoU (%) of the original and enhanced models")
-        paths += write_table(truth_table, Path(cfg.paths.tables_dir), "table2_truth")
-    for path in paths:
-        mlflow.log_artifact(str(path), artifact_path="tables")
-    checkpoints = [Path(str(cfg.test.checkpoint)), Path(str(enhanced_config(cfg).test.checkpoint))]
-    missing = [str(c) for c in checkpoints if not c.is_file()]
-    if missing:  # Table II comes from the tracked runs; the figure needs the models themselves
-        log.warning("no original-vs-enhanced figure: checkpoint(s) %s no longer exist", ", ".join(missing))
-        figure = None
-    else:
-        figure = _before_after_figure(cfg, *checkpoints, split)
-        mlflow.log_artifact(str(figure), artifact_path="figures")
-    log.info("Table II -> %s; Overall IoU %.1f%% -> %.1f%%; figure: %s", paths[0],
-             100 * original.metrics.get("iou_overall", float("nan")),
-             100 * enhanced.metrics.get("iou_overall", float("nan")), figure.name if figure else "none")
-    return {f"delta/{c.key}": 100 * (enhanced.metrics[c.key] - original.metrics[c.key])
-            for c in COLUMNS if c.key in enhanced.metrics and c.key in original.metrics}
-
-
 def _table1_chart(cfg: DictConfig, table, results: list[MethodResult]) -> Path:
     """Table I as bars: one panel per metric with its ↑/↓, one bar per method, the best dark."""
     ranked = {c.key: c.better is not None for c in table.columns}
@@ -357,18 +295,3 @@ def _methods_figure(cfg: DictConfig, results: list[MethodResult], checkpoint_has
     return [save_methods_figure(Path(cfg.report.figures_dir) / "methods_per_image.png", rows,
                                 title=f"Every CAM method on the same image, one row per class "
                                       f"(split '{cfg.xai.split}', {cfg.experiment_name}; as the paper's Fig. 3)")]
-
-
-def _before_after_figure(cfg: DictConfig, original: Path, enhanced: Path, split: str) -> Path:
-    """The paper's Fig. 6: image, annotation, original and enhanced predictions, on the images of
-    `split` where the two models disagree most."""
-    device = resolve_device(cfg.device)
-    before, _ = load_model(original, device)
-    after, _ = load_model(enhanced, device)
-    dataset = SegmentationDataset(cfg.data.processed_dir, split, instantiate(cfg.test.transform))
-    with torch.no_grad():
-        rows = before_after_rows(dataset, before, after, device, to_rgb, count=4)
-    return save_before_after_figure(
-        Path(cfg.report.figures_dir) / "original_vs_enhanced.png", rows,
-        title=f"Original vs enhanced model on split '{split}' ({cfg.experiment_name}): the {len(rows)} images "
-              "where their predictions differ most (as the paper's Fig. 6)")

@@ -7,24 +7,12 @@ study's `impactx` arm). The run's tags and metrics are those of both stages.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from vqi.config import enhanced_config
 from vqi.stages import test, train
-
-ENHANCED_TAG = "enhanced"
-
-
-def enhanced_config(cfg: DictConfig) -> DictConfig:
-    """The baseline's config, pointed at the augmented split and its own checkpoint folder."""
-    out = copy.deepcopy(cfg)
-    with open_dict(out):
-        out.train.split = "${retrain.split}"
-        out.train.checkpoint_dir = "${retrain.checkpoint_dir}"
-        out.train.tag = ENHANCED_TAG
-    return out
 
 
 def run_name(cfg: DictConfig) -> str:

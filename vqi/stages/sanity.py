@@ -26,16 +26,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from vqi.utils.progress import progress
 
-from vqi.config import with_xai_method
+from vqi.config import build_cam, with_xai_method
 from vqi.data.dataset import SegmentationDataset
 from vqi.metrics import sanity
 from vqi.models.checkpoint import load_model
 from vqi.reporting.charts import save_lines_figure
 from vqi.reporting.table1 import label
 from vqi.reporting.tables import Column, Table, write_table
-from vqi.stages.explain import _device_name, build_cam
 from vqi.utils.atomic import write_json
-from vqi.utils.device import resolve_device
+from vqi.utils.device import device_name, resolve_device
 from vqi.utils.seed import seed_everything
 from vqi.xai.base import GradientCAM, gradient_maps
 from vqi.xai.maps import file_hash
@@ -111,9 +110,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     labels = [s for s, _ in steps]
     units = int(sum(len(u) for _, u in batches))
     write_json(Path(sc.output_dir) / "sanity.json", {
-        "checkpoint": str(cfg.xai.checkpoint), "checkpoint_hash": checkpoint_hash, "device": _device_name(device),
+        "checkpoint": str(cfg.xai.checkpoint), "checkpoint_hash": checkpoint_hash, "device": device_name(device),
         "split": sc.split, "units": units, "steps": labels, "seconds": seconds, "methods": results})
-    table = _table(names, labels, results, units, checkpoint_hash, _device_name(device), seconds)
+    table = _table(names, labels, results, units, checkpoint_hash, device_name(device), seconds)
     paths = write_table(table, Path(cfg.paths.tables_dir), "sanity")
     figure = save_lines_figure(Path(sc.figures_dir) / "sanity_rho.png", ["trained", *labels],
                                {label(n): [1.0] + [r["rho"] for r in results[n]] for n in names},
@@ -126,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                for k in SUMMARY if np.isfinite(r[k])]
     MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=history)
     mlflow.set_tags({"checkpoint": str(cfg.xai.checkpoint), "checkpoint_hash": checkpoint_hash,
-                     "device": _device_name(device), "sanity_methods": ",".join(names),
+                     "device": device_name(device), "sanity_methods": ",".join(names),
                      "sanity_steps": ",".join(labels)})
     log.info("sanity check: %d units, %d steps, %.1f s\n%s", units, len(steps), seconds, table.markdown())
     out: dict[str, float] = {"units": float(units), "seconds": seconds}

@@ -41,22 +41,21 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from vqi import model_registry, tracking
 from vqi.classes import CLASS_NAMES
-from vqi.config import relocatable, with_xai_method
+from vqi.config import build_cam, relocatable, with_xai_method
 from vqi.data.dataset import SegmentationDataset, class_names, seed_worker
 from vqi.data.prepared import current_fingerprint
-from vqi.data.teacher_maps import TeacherMapsDataset
 from vqi.engine import distributed
 from vqi.engine.precision import Precision
 from vqi.engine.train_loop import evaluate, make_scaler, set_bn_momentum, train_one_epoch
 from vqi.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from vqi.models.factory import build_model
 from vqi.reporting.charts import save_training_curves
-from vqi.stages.explain import build_cam
 from vqi.utils import atomic
 from vqi.utils.device import resolve_device
 from vqi.utils.seed import seed_everything
 from vqi.xai.maps import file_hash
 from vqi.xai.teacher import TARGET, teacher_maps_ready, write_teacher_maps
+from vqi.xai.teacher_maps import TeacherMapsDataset
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +132,33 @@ def _plain_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def checkpoint_state(cfg: DictConfig) -> tuple[str, dict | None]:
-    """`("fresh", None)`, `("resume", last)` or `("done", last)` for this config's `last.pt`.
+_read_ahead: dict[tuple[str, int, int, int], dict] = {}
+"""`last.pt` as `resume_run_id` read it, for the `run` that follows (vqi.run calls both), keyed by
+the file's path, inode, size and modification time: the checkpoint is read once, and a changed file again."""
+
+
+def _last_checkpoint(last: Path, keep: bool) -> dict:
+    stat = last.stat()
+    key = (str(last.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    ckpt = _read_ahead.pop(key, None)
+    _read_ahead.clear()  # at most one, and never a stale one
+    if ckpt is None:
+        ckpt = load_checkpoint(last)
+    if keep:
+        _read_ahead[key] = ckpt
+    return ckpt
+
+
+def checkpoint_state(cfg: DictConfig, keep: bool = False) -> tuple[str, dict | None]:
+    """`("fresh", None)`, `("resume", last)` or `("done", last)` for this config's `last.pt`;
+    `keep`: hold the checkpoint read for the next call (`resume_run_id` before `run`).
 
     Raises `CheckpointConfigError` when `last.pt` comes from a different config.
     """
     last = Path(cfg.train.checkpoint_dir) / "last.pt"
     if cfg.train.force or not last.is_file():
         return "fresh", None
-    ckpt = load_checkpoint(last)
+    ckpt = _last_checkpoint(last, keep)
     diff = _differences(_identity(ckpt.get("config") or {"train": {}}, ckpt.get("dataset_fingerprint")),
                         _identity(_plain_config(cfg), _fingerprint(cfg)))
     if diff:
@@ -156,7 +173,7 @@ def checkpoint_state(cfg: DictConfig) -> tuple[str, dict | None]:
 def resume_run_id(cfg: DictConfig) -> str | None:
     """The MLflow run of an unfinished training with this config, to continue it."""
     try:
-        state, ckpt = checkpoint_state(cfg)
+        state, ckpt = checkpoint_state(cfg, keep=True)
     except (CheckpointConfigError, ValueError):
         return None  # run() raises the error inside a run, where it is recorded
     return ckpt.get("mlflow_run_id") if state == "resume" else None

@@ -14,7 +14,7 @@ from scipy.stats import rankdata
 
 from vqi.augment.apply import apply_to_image
 from vqi.augment.proposals import ACCEPT, Proposal
-from vqi.study.label_quality import LabelIoU
+from vqi.data.label_quality import LabelIoU
 
 
 @dataclass

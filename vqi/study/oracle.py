@@ -17,7 +17,7 @@ import numpy as np
 
 from vqi.augment import regions
 from vqi.augment.proposals import ACCEPT, ENLARGE, PENDING, PERPLEXED, REJECT, Proposal
-from vqi.study.label_quality import DISTRACTOR
+from vqi.data.label_quality import DISTRACTOR
 
 MIN_SHARE = 0.5
 """An unlabelled region takes a label when at least this share of it is truly that object."""

@@ -12,3 +12,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"config `device={name}` asks for CUDA, but torch sees no CUDA device")
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """`cpu (N threads)` or the CUDA device's name: times are only comparable on the same one."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
