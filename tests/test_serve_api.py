@@ -17,8 +17,8 @@ from processed_factory import write_processed
 from serve_factory import write_checkpoint, write_review_file
 
 from vqi.augment.proposals import Proposal
-from vqi.augment.review import read_review, write_review
-from vqi.augment.sheets import PREDICTION, TILES_KEY, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
+from vqi.review.file import read_review, write_review
+from vqi.review.sheets import PREDICTION, TILES_KEY, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
 from vqi.classes import PERPLEXED
 from vqi.viz.overlay import PALETTE
 from vqi.classes import CLASS_NAMES

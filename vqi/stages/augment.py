@@ -39,12 +39,13 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from vqi.augment import review_page
-from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
+from vqi.review import page as review_page
+from vqi.review.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import EnlargeRule, Proposal, UnlabelledRule, propose_for_image
 from vqi.augment.regions import union
-from vqi.augment.review import POLICIES as REVIEW_POLICIES, decide, read_review, write_review
-from vqi.augment.sheets import save_sheet, sheet_name
+from vqi.review.file import read_review, write_review
+from vqi.review.policies import POLICIES as REVIEW_POLICIES, decide
+from vqi.review.sheets import save_sheet, sheet_name
 from vqi.classes import CLASS_IDS
 from vqi.config import build_ranker, with_xai_method
 from vqi.data.coco import iter_image_annotations
