@@ -21,6 +21,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from vqi.augment.proposals import K_LIMIT
+from vqi.config import xai_catalogue
 from vqi.models.checkpoint import CheckpointError
 from vqi.review.routes import review_routes
 from vqi.review.safety import BadInput
@@ -29,25 +30,19 @@ from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
 from vqi.serve.safety import check_host, decode_image
 from vqi.serve.timing import Stopwatch
-from vqi.xai.gradcam import GradCAM
-from vqi.xai.gradcampp import GradCAMPlusPlus
-from vqi.xai.hirescam import HiResCAM
-from vqi.xai.layercam import LayerCAM
-from vqi.xai.lots import LOTS
-from vqi.xai.scorecam import ScoreCAM
-from vqi.xai.xgradcam import XGradCAM
 
 log = logging.getLogger(__name__)
-CAM_CLASSES = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, ScoreCAM, LOTS)}
 
 
-def fast_methods(names: list[str], scorecam_batch: int = 16) -> dict[str, analysis.CamFactory]:
-    """Method name -> factory of the fast CAM engine (`vqi.xai`)."""
-    unknown = [n for n in names if n not in CAM_CLASSES]
+def fast_methods(names: list[str]) -> dict[str, analysis.CamFactory]:
+    """Method name -> factory of the fast CAM engine (`vqi.xai`), built as `conf/xai/<name>.yaml`
+    configures it; the app runs the methods that a model and a layer alone build
+    (`vqi.config.XaiMethod.standalone`)."""
+    servable = {name: m for name, m in xai_catalogue().items() if m.standalone}
+    unknown = [n for n in names if n not in servable]
     if unknown:
-        raise ValueError(f"serve.methods: unknown {unknown}; valid: {', '.join(CAM_CLASSES)}")
-    return {n: (lambda model, layer, cls=CAM_CLASSES[n]: cls(model, layer, batch_size=scorecam_batch))
-            if n == "scorecam" else (lambda model, layer, cls=CAM_CLASSES[n]: cls(model, layer)) for n in names}
+        raise ValueError(f"serve.methods: unknown {unknown}; valid: {', '.join(servable)}")
+    return {n: servable[n].build for n in names}
 
 
 def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamFactory],
