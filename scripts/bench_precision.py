@@ -19,21 +19,17 @@ import time
 import torch
 
 from vqi.classes import CLASS_NAMES
+from vqi.xai.catalogue import xai_catalogue
 from vqi.data.dataset import SegmentationDataset
 from vqi.data.transforms import eval_transform
 from vqi.engine.confusion import ConfusionMatrix
 from vqi.engine.precision import AMP_DTYPES, amp_dtype
 from vqi.engine.prediction import predicted_classes
 from vqi.models.checkpoint import load_model
-from vqi.xai.gradcam import GradCAM
-from vqi.xai.gradcampp import GradCAMPlusPlus
-from vqi.xai.hirescam import HiResCAM
-from vqi.xai.scorecam import ScoreCAM
 from vqi.xai.targets import Unit, model_logits, select_units
-from vqi.xai.xgradcam import XGradCAM
 
-METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM,
-           "scorecam": ScoreCAM}
+METHODS = {name: m for name, m in xai_catalogue().items() if m.standalone}
+"""The methods a model and a layer alone build (conf/xai/<name>.yaml: class and options)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -102,7 +98,7 @@ def main() -> None:
     units = sum(len(u) for _, u in samples)
     print(f"maps of {units} units on {len(samples)} images ({layer}):")
     for name in args.methods:
-        cam = METHODS[name](model, layer)
+        cam = METHODS[name].build(model, layer)
         worst, total, values, t32, t16 = 0.0, 0.0, 0, 0.0, 0.0
         for image, units_of in samples:
             ref, t_ref = timed(lambda: cam(image, units_of).detach().float(), device)

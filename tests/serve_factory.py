@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vqi.augment.proposals import EnlargeRule, UnlabelledRule, propose_enlargements, propose_unlabelled
-from vqi.augment.review import write_review
+from vqi.review.file import write_review
 from vqi.classes import CLASS_NAMES
 from vqi.data.rasterize import instance_mask
 from vqi.models.checkpoint import save_checkpoint

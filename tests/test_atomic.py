@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data_factory import CLASS_MAP, square, write_labelme
-from vqi.augment.review import write_review
+from vqi.review.file import write_review
 from vqi.data import prepared
 from vqi.data.labelme import LabelmeFolder
 from vqi.models.checkpoint import save_checkpoint

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from vqi.augment import regions
-from vqi.augment.apply import apply_to_image, augmented_coco, split_decisions
+from vqi.review.apply import apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import (ACCEPT, PENDING, REJECT, UNLABELLED, EnlargeRule, UnlabelledRule,
                                    label_choices, propose_enlargements, propose_unlabelled)
-from vqi.augment.review import MalformedRow, ReviewFileError, decide, parse_rows, read_review, write_review
-from vqi.augment.review_page import sheet_tiles, write_review_page
-from vqi.augment.sheets import read_layout, save_sheet
+from vqi.review.file import MalformedRow, ReviewFileError, parse_rows, read_review, write_review
+from vqi.review.policies import decide
+from vqi.review.page import sheet_tiles, write_review_page
+from vqi.review.sheets import read_layout, save_sheet
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 from vqi.data.rasterize import instance_mask
 
@@ -269,8 +270,8 @@ def test_augmented_coco_leaves_the_original_dict_alone():
 
 
 def test_an_image_sheet_holds_its_named_tiles_and_panels_are_windows_around_the_box(tmp_path):
-    from vqi.augment.review_page import heatmap, highlight, sheet_tiles
-    from vqi.augment.sheets import NotASheet, cut_tiles, read_layout, save_sheet, window
+    from vqi.review.page import heatmap, highlight, sheet_tiles
+    from vqi.review.sheets import NotASheet, cut_tiles, read_layout, save_sheet, window
     from vqi.viz.overlay import overlay
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)

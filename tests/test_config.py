@@ -1,6 +1,7 @@
 """Every config file composes, and paths never depend on the working directory."""
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from vqi.config import CONFIG_DIR, ConfigError, check_config, with_xai_method
+from vqi.xai.catalogue import xai_catalogue
 from vqi.stages import test as testing, train
 from vqi.run import stage_argument_error
 
@@ -178,3 +180,20 @@ def test_every_name_of_a_stage_sweep_is_checked_as_hydra_reads_it():
     assert "unknown stage 'x'" in stage_argument_error(["-m", "stage=choice(train,x)"])
     assert "takes a name or a comma-separated list" in stage_argument_error(["-m", "stage=glob(*)"])
     assert stage_argument_error(["-m", "stage='explain',evaluate"]) is None
+
+
+def test_xai_catalogue_is_one_entry_per_conf_xai_yaml():
+    """Adding a CAM method is its class in vqi/xai/ and its yaml: lists of methods derive from here."""
+    catalogue = xai_catalogue()
+    assert list(catalogue) == sorted(p.stem for p in (CONFIG_DIR / "xai").glob("*.yaml") if not p.stem.startswith("_"))
+    assert catalogue["gradcampp"].label == "GradCAM++" and catalogue["random_cam"].label == "Random-CAM"
+    assert len({m.label for m in catalogue.values()}) == len(catalogue)
+    for m in catalogue.values():     # each fast class exists where its yaml says
+        if m.target:
+            module, _, cls = m.target.rpartition(".")
+            assert hasattr(importlib.import_module(module), cls), m.target
+    standalone = {n for n, m in catalogue.items() if m.standalone}
+    assert {"gradcam", "scorecam", "lots"} <= standalone
+    assert not standalone & {"ensemble", "random_cam", "impactx", "eigencam"}   # members, ${seed}, checkpoint, library only
+    with pytest.raises(ValueError, match="not built from a model and a layer alone"):
+        catalogue["ensemble"].build(None, "layer")

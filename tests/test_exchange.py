@@ -18,8 +18,9 @@ from scipy.ndimage import binary_fill_holes
 from serve_factory import write_review_file
 
 from vqi import tracking
-from vqi.augment import exchange, regions
-from vqi.augment.review import read_review
+from vqi.augment import regions
+from vqi.review import exchange
+from vqi.review.file import read_review
 from vqi.data.rasterize import instance_mask
 from vqi.stages import export_proposals, import_decisions
 

@@ -51,6 +51,11 @@ def test_winner_most_columns_then_mean_rank_then_order():
     assert choose_method(build_table1(same), same)[0] == "a"    # full tie: table order
 
 
+def test_row_names_are_the_labels_of_conf_xai():
+    table = build_table1([_result("gradcampp", [1] * 6), _result("impactx", [1] * 6), _result("mine", [1] * 6)])
+    assert [name for name, _ in table.rows] == ["GradCAM++", "IMPACTX", "mine"]    # no yaml: its own name
+
+
 def test_times_from_different_devices_are_not_ranked():
     results = [_result("gradcam", [50, 40, 40, 5, 50, 1.0], "cpu"),
                _result("scorecam", [50, 40, 40, 5, 50, 9.0], "cuda: H100")]

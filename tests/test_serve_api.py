@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from processed_factory import write_processed
 from serve_factory import write_checkpoint, write_review_file
 
 from vqi.augment.proposals import Proposal
-from vqi.augment.review import read_review, write_review
-from vqi.augment.sheets import PREDICTION, TILES_KEY, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
+from vqi.review.file import read_review, write_review
+from vqi.review.sheets import PREDICTION, TILES_KEY, TRUTH, explanation_tile, proposals_tile, save_sheet, sheet_name
 from vqi.classes import PERPLEXED
 from vqi.viz.overlay import PALETTE
 from vqi.classes import CLASS_NAMES
@@ -99,6 +100,13 @@ def test_pages_and_models(client):
         assert response.status_code == 200 and marker in response.get_data(as_text=True)
     assert client.get("/api/models").get_json() == {"models": ["tiny"], "methods": ["gradcam", "hirescam"]}
     assert_plain_error(client.get("/nope"), 404)
+
+
+def test_the_app_runs_the_methods_that_a_model_and_a_layer_build():
+    """Its methods are conf/xai's (vqi.xai.catalogue.xai_catalogue), with their yaml's options."""
+    assert fast_methods(["scorecam"])["scorecam"](torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), "0").batch_size == 16
+    with pytest.raises(ValueError, match=r"unknown \['ensemble'\]; valid: .*gradcampp.*lots"):
+        fast_methods(["gradcam", "ensemble"])
 
 
 def test_review_legend_shows_the_tiles_palette(client):

@@ -16,12 +16,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vqi import FROM_CHECKOUT, PROJECT_ROOT
+from vqi import CONFIG_DIR, FROM_CHECKOUT, PROJECT_ROOT
 from vqi.data.synthetic import width_factor_range
 from vqi.stages import STAGES
 
-CONFIG_DIR = PROJECT_ROOT / "conf" if FROM_CHECKOUT else Path(__file__).resolve().parent / "conf"
-"""The checkout's `conf/`; in an installed wheel, the copy the build put inside the package."""
 
 
 def default_root() -> Path:
@@ -357,3 +355,5 @@ def build_ranker(cfg: DictConfig, name: str, key: str = "augment.ranker"):
         raise ValueError(f"{key}: unknown ranker {name!r}; expected one of {', '.join(ranker_names())}")
     root = OmegaConf.create({"seed": int(cfg.seed), "ranker": OmegaConf.load(CONFIG_DIR / "ranker" / f"{name}.yaml")})
     return instantiate(root.ranker)
+
+

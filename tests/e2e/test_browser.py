@@ -24,7 +24,7 @@ from serve_factory import write_checkpoint, write_review_file
 from werkzeug.serving import make_server
 
 from vqi import PROJECT_ROOT
-from vqi.augment.review import read_review, write_review
+from vqi.review.file import read_review, write_review
 from vqi.classes import CLASS_NAMES
 from vqi.data.transforms import eval_transform
 from vqi.serve.app import create_app, fast_methods

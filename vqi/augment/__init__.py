@@ -1,1 +1,1 @@
-"""Expert-guided annotation augmentation: proposals from explanations, review, application."""
+"""Annotation proposals from explanations (regions, enlargements, unlabelled regions); their review is `vqi.review`."""

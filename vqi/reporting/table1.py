@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from vqi.xai.catalogue import xai_catalogue
 from vqi.reporting.tables import Column, Table
 
 METRICS = (
@@ -20,10 +21,6 @@ METRICS = (
     Column("increase", "Inc↑", "higher"),
     Column("time", "Time(s)↓", "lower", digits=3),
 )
-LABELS = {"gradcam": "GradCAM", "gradcampp": "GradCAM++", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-          "scorecam": "ScoreCAM", "layercam": "LayerCAM", "random_cam": "Random-CAM",
-          "ensemble": "Ensemble", "eigencam": "EigenCAM", "ablationcam": "AblationCAM",
-          "lots": "LOTS", "advise": "ADVISE"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,9 @@ class MethodResult:
 
 
 def label(method: str) -> str:
-    return LABELS.get(method, method)
+    """The method's row name: its `label` in conf/xai/<method>.yaml (else the name itself)."""
+    found = xai_catalogue().get(method)
+    return found.label if found else method
 
 
 def build_table1(results: Sequence[MethodResult], caption: str = "Table I",

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
-from vqi.augment.review_page import heatmap
+from vqi.review.page import heatmap
 from vqi.classes import FOREGROUND_IDS, IGNORE_INDEX
 from vqi.data.transforms import eval_transform
 from vqi.metrics import faithfulness, plausibility

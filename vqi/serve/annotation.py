@@ -20,7 +20,7 @@ from vqi.data.labelme import LabelmeFolder
 from vqi.data.records import DataError, Sample
 from vqi.data.rasterize import rasterize
 from vqi.metrics.boxes import box_masks
-from vqi.serve.safety import BadInput, parse_json
+from vqi.review.safety import BadInput, parse_json
 
 STEM = "upload"
 

@@ -2,70 +2,47 @@
 
 Endpoints (errors are JSON `{"error": message}` with a 4xx code, never a stack trace):
   GET  /                      the inspection page
-  GET  /review                the review page
   GET  /api/models            checkpoint ids and explanation methods
   POST /api/analyze           multipart `image` (+ optional `annotation`), `model` (an id), `method`;
                               the answer's `timing_ms` accounts for the whole request
-  GET  /api/review            the review file's proposals (without regions), each with its version
-                              and label choices; filtered, sorted and paged by query parameters
-                              (vqi.serve.review_query); its malformed rows; `k_max`
-  GET  /api/review/panel?id=[&k=][&crop=1]  a proposal's tiles, drawn now at k (vqi.serve.review_panel);
-                              header `X-Tiles` names them, `|`-separated
-  POST /api/review            JSON {proposal_id, version, decision?, k?, label?, note?}: one row's
-                              change; accepting an unlabelled region needs its label
+  /review, /api/review...     the review page and its API (vqi.review.routes)
 Files are only read from `images_dir`, `masks_dir`, `annotations_file` and the review file's
 folder, and written only to the review file (and the scratch `work_dir` for parsing
 annotations); uploads never touch disk otherwise. Checkpoints come from the registry by id.
 """
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
-import numpy as np
-from flask import Flask, Response, jsonify, render_template, request, send_file
-from PIL import Image
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from vqi.augment.proposals import K_LIMIT
-from vqi.serve import analysis, review_panel
+from vqi.xai.catalogue import xai_catalogue
+from vqi.models.checkpoint import CheckpointError
+from vqi.review.routes import review_routes
+from vqi.review.safety import BadInput
+from vqi.serve import analysis
 from vqi.serve.annotation import ground_truth
 from vqi.serve.registry import CheckpointRegistry
-from vqi.serve.review_query import malformed_rows, query
-from vqi.serve.review_store import Conflict, ReviewStore
-from vqi.models.checkpoint import CheckpointError
-from vqi.serve.safety import BadInput, check_host, decode_image, parse_json
+from vqi.serve.safety import check_host, decode_image
 from vqi.serve.timing import Stopwatch
-from vqi.viz.legend import css_swatches
-from vqi.xai.gradcam import GradCAM
-from vqi.xai.gradcampp import GradCAMPlusPlus
-from vqi.xai.hirescam import HiResCAM
-from vqi.xai.layercam import LayerCAM
-from vqi.xai.lots import LOTS
-from vqi.xai.scorecam import ScoreCAM
-from vqi.xai.xgradcam import XGradCAM
 
 log = logging.getLogger(__name__)
-CAM_CLASSES = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, ScoreCAM, LOTS)}
 
 
-def fast_methods(names: list[str], scorecam_batch: int = 16) -> dict[str, analysis.CamFactory]:
-    """Method name -> factory of the fast CAM engine (`vqi.xai`)."""
-    unknown = [n for n in names if n not in CAM_CLASSES]
+def fast_methods(names: list[str]) -> dict[str, analysis.CamFactory]:
+    """Method name -> factory of the fast CAM engine (`vqi.xai`), built as `conf/xai/<name>.yaml`
+    configures it; the app runs the methods that a model and a layer alone build
+    (`vqi.xai.catalogue.XaiMethod.standalone`)."""
+    servable = {name: m for name, m in xai_catalogue().items() if m.standalone}
+    unknown = [n for n in names if n not in servable]
     if unknown:
-        raise ValueError(f"serve.methods: unknown {unknown}; valid: {', '.join(CAM_CLASSES)}")
-    return {n: (lambda model, layer, cls=CAM_CLASSES[n]: cls(model, layer, batch_size=scorecam_batch))
-            if n == "scorecam" else (lambda model, layer, cls=CAM_CLASSES[n]: cls(model, layer)) for n in names}
-
-
-def _png(pixels: np.ndarray):
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    buffer.seek(0)
-    return send_file(buffer, mimetype="image/png", max_age=0)
+        raise ValueError(f"serve.methods: unknown {unknown}; valid: {', '.join(servable)}")
+    return {n: servable[n].build for n in names}
 
 
 def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamFactory],
@@ -83,21 +60,12 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
     hosts = frozenset(str(h).lower() for h in allowed_hosts)
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), MAX_FORM_MEMORY_SIZE=int(max_upload_bytes))
     app.json.sort_keys = False  # keep class order (class id) in the answers
-    store = ReviewStore(review_file, k_max) if review_file else None
-    annotations = review_panel.Annotations(annotations_file)
+    app.register_blueprint(review_routes(review_file, images_dir, masks_dir, annotations_file, k_max))
     inference = threading.Lock()  # CAM hooks live on the shared model: one analysis at a time
-
-    def need_store() -> ReviewStore:
-        if store is None:
-            raise BadInput("no review file configured (serve.review_file / augment.review_file)", 404)
-        return store
 
     @app.errorhandler(BadInput)
     def bad_input(err: BadInput):
-        body = {"error": str(err)}
-        if isinstance(err, Conflict):
-            body["current"] = err.row
-        return jsonify(body), err.status
+        return jsonify({"error": str(err)}), err.status
 
     @app.before_request
     def known_host():
@@ -121,10 +89,6 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
     @app.get("/")
     def index():
         return render_template("index.html")
-
-    @app.get("/review")
-    def review_page():
-        return render_template("review.html", legend=css_swatches())
 
     @app.get("/api/models")
     def models():
@@ -170,36 +134,5 @@ def create_app(registry: CheckpointRegistry, methods: Mapping[str, analysis.CamF
             body = app.json.dumps(result)
         timing = app.json.dumps(clock.report_ms())
         return Response(body[:-1] + f', "timing_ms": {timing}}}', mimetype="application/json")
-
-    @app.get("/api/review")
-    def review_rows():
-        found = need_store()
-        return jsonify({"review_file": Path(review_file).name, "k_max": k_max,
-                        **query(found.proposals(), request.args),
-                        "malformed": malformed_rows(found.malformed(), Path(review_file))})
-
-    @app.get("/api/review/panel")
-    def review_panel_png():
-        proposal = need_store().find(request.args.get("id", ""))
-        k = request.args.get("k", "")
-        if k != "" and not (k.isascii() and k.isdigit() and len(k) <= 3 and int(k) <= k_max):
-            raise BadInput(f"query parameter 'k' must be an integer from 0 to {k_max}, got {k[:20]!r}")
-        panel = review_panel.render(proposal, Path(images_dir), Path(masks_dir), Path(review_file).parent / "panels",
-                                    annotations, int(k) if k else None, request.args.get("crop") == "1")
-        response = _png(panel.pixels)
-        response.headers["X-Tiles"] = "|".join(panel.tiles)
-        return response
-
-    @app.post("/api/review")
-    def review_update():
-        body = parse_json(request.get_data(cache=False), "request body") if request.is_json else None
-        if not isinstance(body, dict):
-            raise BadInput("expected a JSON object {proposal_id, version, decision?, k?, label?, note?}")
-        for field in ("proposal_id", "version"):
-            if not isinstance(body.get(field), str):
-                raise BadInput(f"field '{field}' is required (a string)")
-        row = need_store().update(body["proposal_id"], body["version"], body.get("decision"),
-                                  body.get("k"), body.get("note"), body.get("label"))
-        return jsonify(row)
 
     return app

@@ -36,10 +36,11 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from vqi.augment import review_page
-from vqi.augment.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
 from vqi.augment.proposals import Proposal
-from vqi.augment.review import POLICIES as REVIEW_POLICIES, decide, read_review, write_review
+from vqi.review import page as review_page
+from vqi.review.apply import ApplySummary, apply_to_image, augmented_coco, split_decisions
+from vqi.review.file import read_review, write_review
+from vqi.review.policies import POLICIES as REVIEW_POLICIES, decide
 from vqi.classes import CLASS_IDS
 from vqi.config import build_ranker, proposal_explainers, with_xai_method
 from vqi.data.coco import iter_image_annotations

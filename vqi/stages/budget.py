@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from vqi.augment import regions
 from vqi.augment.proposals import ENLARGE, UNLABELLED
-from vqi.augment.review import decide
+from vqi.review.policies import decide
 from vqi.classes import CLASS_IDS, CLASS_NAMES
 from vqi.config import build_ranker, proposal_explainers, with_xai_method
 from vqi.data.coco import iter_image_annotations

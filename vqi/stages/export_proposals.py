@@ -1,4 +1,4 @@
-"""stage=export_proposals: the review file's proposals for an annotation tool (vqi.augment.exchange).
+"""stage=export_proposals: the review file's proposals for an annotation tool (vqi.review.exchange).
 
 Reads: `exchange.review_file`, `exchange.split` of `data.processed_dir`, `exchange.dir`,
 `exchange.formats` (coco, label_studio), `exchange.segmentation`, `exchange.include_annotations`,
@@ -17,8 +17,8 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig
 
-from vqi.augment import exchange
-from vqi.augment.review import read_review
+from vqi.review import exchange
+from vqi.review.file import read_review
 from vqi.data.dataset import read_mask, read_split
 from vqi.utils.atomic import write_json, write_text
 

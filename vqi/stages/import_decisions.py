@@ -6,7 +6,7 @@ Label Studio JSON export of its tasks), `exchange.review_file`, `exchange.unmark
 
 A proposal whose annotation the expert deleted is rejected; a kept one is accepted or rejected by
 its `attributes.decision`/`accepted` mark, else by `exchange.unmarked`, and an unlabelled region
-takes the label its category names (vqi.augment.exchange). A bad field anywhere in the file
+takes the label its category names (vqi.review.exchange). A bad field anywhere in the file
 refuses it whole, naming the file, the record and the field; the review file is then untouched.
 Proposals of images not in the file are left alone. Decisions are recorded as the expert's
 (`decided_by=expert`); the review file is edited under the review page's lock, so an open review
@@ -20,8 +20,8 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig
 
-from vqi.augment import exchange
-from vqi.serve.review_store import EXPERT, ReviewStore
+from vqi.review import exchange
+from vqi.review.store import EXPERT, ReviewStore
 
 log = logging.getLogger(__name__)
 

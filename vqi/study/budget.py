@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from vqi.augment.apply import apply_to_image
+from vqi.review.apply import apply_to_image
 from vqi.augment.proposals import ACCEPT, Proposal
 from vqi.data.label_quality import LabelIoU
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vqi.augment import review_page
 from vqi.augment.proposals import EnlargeRule, Proposal, UnlabelledRule, propose_for_image
 from vqi.augment.regions import union
-from vqi.augment.sheets import save_sheet, sheet_name
+from vqi.review import page as review_page
+from vqi.review.sheets import save_sheet, sheet_name
 from vqi.data.coco import iter_image_annotations
 from vqi.data.dataset import SegmentationDataset, read_split
 from vqi.data.transforms import eval_transform

@@ -3,7 +3,7 @@ annotations, so that the proposal tile always shows the row's current k (an enla
 recomputed from its annotation: the pixels it gains at k, only ever background).
 
 Tiles: ground truth | prediction | explanation | proposal when the augment stage left the
-image's sheet (`vqi.augment.sheets`; prediction and explanation need the model, so they are cut
+image's sheet (`vqi.review.sheets`; prediction and explanation need the model, so they are cut
 from it), else
 image | ground truth | proposal. The proposal tile shows the existing object in its class colour
 and the proposed pixels in green, the rest dimmed. A sheet that is not this image's, or not a
@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 from vqi.augment import regions
-from vqi.augment.sheets import PREDICTION, NotASheet, cut_tiles, explanation_tile, sheet_name, side_by_side
 from vqi.augment.proposals import ENLARGE, Proposal
-from vqi.augment.review_page import PROPOSAL_COLOUR
 from vqi.data.rasterize import instance_mask
-from vqi.serve.safety import BadInput, check_rle, contained
+from vqi.review.page import PROPOSAL_COLOUR
+from vqi.review.safety import BadInput, check_rle, contained
+from vqi.review.sheets import PREDICTION, NotASheet, cut_tiles, explanation_tile, sheet_name, side_by_side
 from vqi.viz.overlay import colorize, overlay
 
 log = logging.getLogger(__name__)

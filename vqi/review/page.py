@@ -1,5 +1,5 @@
 """The offline review page: one panel per proposal (ground truth | prediction | explanation |
-proposal), cut from its image's sheet (`vqi.augment.sheets`), in a static HTML index that an
+proposal), cut from its image's sheet (`vqi.review.sheets`), in a static HTML index that an
 expert reads beside the review CSV."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from vqi.augment.proposals import Proposal, label_choices
-from vqi.augment.sheets import (PREDICTION, TRUTH, SheetLayout, explanation_tile, proposals_tile, read_layout,
+from vqi.review.sheets import (PREDICTION, TRUTH, SheetLayout, explanation_tile, proposals_tile, read_layout,
                                 sheet_name, window)
 from vqi.utils.atomic import write_text
 from vqi.viz.legend import css_swatches
@@ -37,7 +37,7 @@ def highlight(image: np.ndarray, region: np.ndarray, alpha: float = 0.7) -> np.n
 
 def sheet_tiles(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
                 per_class: dict[str, tuple[np.ndarray | None, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One image's sheet (`vqi.augment.sheets`): ground truth and prediction overlays, then per
+    """One image's sheet (`vqi.review.sheets`): ground truth and prediction overlays, then per
     class its explanation heatmap (`cam`; the plain image when None) and the union of its
     proposals' pixels highlighted, from `per_class`: class name -> (cam, proposed pixels)."""
     tiles = {TRUTH: overlay(image, truth), PREDICTION: overlay(image, predicted)}

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Mapping
 
 from vqi.augment.proposals import DECISIONS, KINDS, Proposal
-from vqi.augment.review import MalformedRow
-from vqi.serve.review_store import EXPERT, as_row
-from vqi.serve.safety import BadInput
+from vqi.review.file import MalformedRow
+from vqi.review.safety import BadInput
+from vqi.review.store import EXPERT, as_row
 
 MAX_LIMIT = 500
 MAX_MALFORMED_SHOWN = 20

@@ -35,12 +35,12 @@ import cv2
 import numpy as np
 
 from vqi.augment import regions
-from vqi.augment.apply import LABEL_IDS
 from vqi.augment.proposals import (ACCEPT, DECISIONS, ENLARGE, K_LIMIT, PENDING, PERPLEXED, REJECT, Proposal,
                                    label_choices)
-from vqi.augment.review import label_problem
 from vqi.classes import PERPLEXED as PERPLEXED_ID
 from vqi.data.rasterize import instance_mask
+from vqi.review.apply import LABEL_IDS
+from vqi.review.file import label_problem
 from vqi.utils.nesting import MAX_JSON_DEPTH, json_depth
 
 UNMARKED = ("keep", "accept")

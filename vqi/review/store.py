@@ -8,7 +8,7 @@ applied to that row only, and the whole file written atomically. Two tabs editin
 each other's work; a stale edit of the same row is refused (409) with the row as it now is, so
 nothing is overwritten silently. All state lives in the file: a server restart loses nothing.
 
-A row that does not read (hand-edited or tampered: vqi.augment.review) is listed as malformed
+A row that does not read (hand-edited or tampered: vqi.review.file) is listed as malformed
 and answered 409; every other row stays reviewable, and the malformed row is written back as it
 was whenever another row is saved. A batch `edit` refuses a file with any malformed row.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from vqi.augment.proposals import ACCEPT, DECISIONS, ENLARGE, K_LIMIT, Proposal, label_choices
-from vqi.augment.review import MalformedRow, ReviewFileError, label_problem, parse_rows, write_review
-from vqi.serve.safety import BadInput
+from vqi.review.file import MalformedRow, ReviewFileError, label_problem, parse_rows, write_review
+from vqi.review.safety import BadInput
 
 T = TypeVar("T")
 MAX_NOTE = 500
