@@ -23,10 +23,36 @@ OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / gro
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_file_composes_resolves_and_passes_the_check(make_cfg, tmp_paths, group, option):
+    """Choosing an option composes, resolves and passes the check, and every value the option's file
+    sets is the value that runs: nothing later in the defaults list (an experiment file, another
+    group) overrides it behind the user's back (issue 22: experiment=demo did, for train=...)."""
     cfg = make_cfg(f"{group}={option}")
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert container["stage"] == "all"
+    OmegaConf.to_container(cfg, resolve=True)
     check_config(cfg, ["stage=all", *tmp_paths, f"{group}={option}"])
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    own.pop("defaults", None)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    scope = composed if "@package _global_" in path.read_text() else composed[group]
+    prefix = "" if scope is composed else f"{group}."
+    given = {o.split("=", 1)[0] for o in tmp_paths}           # the test's own command-line keys
+    wrong = {key: (value, _at(scope, key)) for key, value in (_leaves(own) if own else {}).items()
+             if prefix + key not in given and _at(scope, key) != value}
+    assert not wrong, f"{group}={option}: composed values differ from the file's ({{key: (file, composed)}}): {wrong}"
+
+
+def _leaves(node, prefix=""):
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    return {k: v for name, value in node.items() for k, v in _leaves(value, f"{prefix}.{name}" if prefix else name).items()}
+
+
+def _at(node, key):
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "<missing>"
+        node = node[part]
+    return node
 
 
 @pytest.mark.parametrize("overrides", [
@@ -158,11 +184,29 @@ def test_no_stage_says_so_plainly(run_cli, tmp_path):
 
 def test_switching_the_xai_method_keeps_the_runs_precision(make_cfg):
     """augment and sanity explain with another method's config; the run's mixed-precision settings stay."""
-    cfg = make_cfg("xai=gradcam", "xai.amp=true", "xai.amp_dtype=bfloat16", "xai.batch_size=3")
+    cfg = make_cfg("xai=gradcam", "xai.amp=true", "xai.amp_dtype=bfloat16")
     switched = with_xai_method(cfg, "scorecam")
     assert switched.xai.name == "scorecam" and switched.xai.method.batch_size == 16
     assert (switched.xai.amp, switched.xai.amp_dtype) == (True, "bfloat16")
-    assert switched.xai.batch_size == 1            # a method setting comes from the method's file
+    assert switched.xai.batch_size == 1            # not set by the run: the method's file
+
+
+def test_switching_the_xai_method_honours_the_runs_own_xai_overrides(make_cfg):
+    """Issue 22: sanity and augment re-compose `xai=<method>`; an `xai.*` override of the command
+    line (or of an experiment file) was dropped in silence when the method differed from `xai=`."""
+    cfg = make_cfg("xai=gradcam", "xai.max_images=3", "xai.batch_size=2", "xai.figures=0",
+                   "xai.target_layer=backbone.12", stage="sanity")
+    switched = with_xai_method(cfg, "scorecam")
+    assert (switched.xai.max_images, switched.xai.batch_size, switched.xai.figures) == (3, 2, 0)
+    assert switched.xai.target_layer == "backbone.12"
+    assert switched.xai.method.batch_size == 16 and switched.xai.method._target_.endswith("ScoreCAM")
+    assert switched.xai.figures_dir.endswith("/scorecam")      # interpolations still follow the method
+    # a method setting the run gave its own method carries over only where the other method has it
+    lots = make_cfg("xai=lots", "xai.method.steps=3", "xai.max_images=4", stage="sanity")
+    back = with_xai_method(lots, "gradcam")
+    assert back.xai.max_images == 4 and "steps" not in back.xai.method
+    # ... as ScoreCAM's masked inputs per pass to AblationCAM's ablated copies per pass (both default 16)
+    assert with_xai_method(make_cfg("xai=scorecam", "xai.method.batch_size=5"), "ablationcam").xai.method.batch_size == 5
 
 
 @pytest.mark.parametrize("argument", ["stage=../x", "stage=tr*ain", "stage="],

@@ -16,7 +16,7 @@ from vqi.reporting.charts import (save_confusion_figure, save_curves_figure, sav
 from vqi.reporting.examples import before_after_rows, methods_rows
 from vqi.reporting.figures import (PANEL_PX, save_before_after_figure, save_cam_figure, save_methods_figure,
                                    save_overlay_figure, to_rgb)
-from vqi.viz.overlay import PALETTE
+from vqi.viz.overlay import PALETTE, overlay
 from vqi.viz.preview import save_preview
 from vqi.xai.maps import save_maps
 
@@ -118,13 +118,50 @@ def test_charts(tmp_path):
                              {"GradCAM": {"ebpg": 40.0, "drop": 1.0, "time": 0.1}, "Random-CAM": {"ebpg": 10.0}},
                              {"ebpg": {"GradCAM"}, "drop": {"GradCAM"}}, title="Table I")
     assert _has_colour(_picture(chart), (8, 81, 156))  # the best bar and its legend patch
-    lines = save_lines_figure(tmp_path / "l.png", ["a", "b"], {"x": [1.0, float("nan")]}, "rho", title="Sanity")
-    deletion = save_curves_figure(tmp_path / "d.png", {"GradCAM": {"deletion": [1, 0.5], "insertion": [0, 1]}},
+    # what the chart shows: each value as a bar, the best dark and the others light, lengths in proportion
+    ebpg = _picture(chart)[:, : _picture(chart).shape[1] // 3]   # the first panel: EBPG, 40.0 against 10.0
+    best, other = _longest_run(ebpg, (8, 81, 156)), _longest_run(ebpg, (158, 202, 225))
+    assert other > 20 and best / other == pytest.approx(4.0, rel=0.05)
+    lines = save_lines_figure(tmp_path / "l.png", ["a", "b", "c"], {"x": [1.0, float("nan"), 0.5], "y": [0.2, 0.4, 0.6]},
+                              "rho", title="Sanity", hline=0.0)
+    assert _picture(lines).shape[1] > 600
+    assert _has_colour(_picture(lines), C0) and _has_colour(_picture(lines), C1)   # one line per name
+    deletion = save_curves_figure(tmp_path / "d.png", {"GradCAM": {"deletion": [1, 0.5], "insertion": [0, 1]},
+                                                       "HiResCAM": {"deletion": [1, 0.2], "insertion": [0, 0.7]}},
                                   title="Deletion")
-    for path in (chart, lines, deletion):
-        assert _picture(path).shape[1] > 600
+    picture = _picture(deletion)
+    left, right = picture[:, : picture.shape[1] // 2], picture[:, picture.shape[1] // 2:]
+    for panel in (left, right):                    # deletion | insertion: each method's curve in each
+        assert panel.shape[1] > 300 and _has_colour(panel, C0) and _has_colour(panel, C1)
+    only_deletion = _picture(save_curves_figure(tmp_path / "d1.png", {"GradCAM": {"deletion": [1, 0.5]}}, title="D"))
+    assert _has_colour(only_deletion[:, : only_deletion.shape[1] // 2], C0)
+    assert not _has_colour(only_deletion[:, only_deletion.shape[1] // 2:], C0)     # no insertion curve: none drawn
 
 
-def test_preview_has_a_legend(tmp_path):
-    path = save_preview(tmp_path / "p.png", [_rgb()], [_cable_mask()], ["train/a.png"], title="Prepared")
-    assert _has_colour(_picture(path), WOODEN)
+C0, C1 = (31, 119, 180), (255, 127, 14)   # matplotlib's first two line colours
+
+
+def _longest_run(picture: np.ndarray, colour, tol: int = 3) -> int:
+    """The most `colour` pixels in one row of `picture`: a horizontal bar's length in px (the grid
+    lines drawn across it take a pixel or two)."""
+    return int((np.abs(picture.astype(int) - np.array(colour)).max(-1) <= tol).sum(1).max())
+
+
+def test_preview_shows_each_image_beside_its_mask_overlay_with_a_legend(tmp_path):
+    """One row per image: the image as it is, then the image with its mask's classes blended in;
+    the class legend shows every class, present or not."""
+    images = [np.full((32, 32, 3), (90, 90, 90), np.uint8), np.full((32, 32, 3), (20, 160, 160), np.uint8)]
+    masks = [_cable_mask(), np.zeros((32, 32), np.uint8)]        # the second image has no object
+    one = _picture(save_preview(tmp_path / "p1.png", images[:1], masks[:1], ["train/a.png"], title="Prepared"))
+    picture = _picture(save_preview(tmp_path / "p.png", images, masks, ["train/a.png", "train/b.png"],
+                                    title="Prepared"))
+    assert picture.shape[0] > 1.6 * one.shape[0]                  # a row per image
+    assert _has_colour(picture, WOODEN)                            # the legend: a class no mask holds
+    blended = tuple(int(v) for v in overlay(images[0], masks[0], 0.6)[10, 0])
+    assert blended != (90, 90, 90)
+    half = picture.shape[1] // 2
+    image_side, overlay_side = picture[:, :half], picture[:, half:]
+    assert _has_colour(image_side, (90, 90, 90), tol=1) and _has_colour(image_side, (20, 160, 160), tol=1)
+    assert _has_colour(overlay_side, blended, tol=2)               # the mask shown on the image, right panel
+    assert not _has_colour(image_side[: image_side.shape[0] - 80], blended, tol=2)   # not on the left (legend aside)
+    assert _has_colour(overlay_side, (20, 160, 160), tol=1)        # no object: the image unchanged

@@ -15,12 +15,12 @@ from xai_factory import write_checkpoint, xai_setup
 from vqi import run, tracking
 from vqi.config import CONFIG_DIR, register_resolvers
 
-TINY = ["data.generator.num_images=8", "data.generator.size=64", "data.preview_images=0"]
+TINY = ["experiment=debug"]
 
 
-def _store(tmp_path: Path):
+def _store(tmp_path: Path, name: str = "vqi-debug"):
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    return client, client.get_experiment_by_name("vqi-demo").experiment_id
+    return client, client.get_experiment_by_name(name).experiment_id
 
 
 def _config(client: MlflowClient, run) -> dict:
@@ -35,7 +35,7 @@ def test_all_groups_its_steps_under_a_parent_and_each_logs_its_own_config(run_cl
     runs = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     parent, step, single = runs
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
-    assert parent.data.tags["stage"] == "all" and parent.info.run_name == "all-demo-until-prepare"
+    assert parent.data.tags["stage"] == "all" and parent.info.run_name == "all-debug-until-prepare"
     assert step.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert step.data.tags["pipeline_id"] == parent.data.tags["pipeline_id"] == parent.info.run_id
     assert _config(client, parent)["stage"] == "all"
@@ -48,9 +48,7 @@ def test_all_groups_its_steps_under_a_parent_and_each_logs_its_own_config(run_cl
 
 @pytest.mark.slow
 def test_each_method_step_records_its_own_xai_config(run_cli, tmp_path):
-    run_cli("stage=all", "until=explain", "xai_methods=[gradcam,hirescam]", "data.image_size=64",
-            "train.epochs=1", "train.batch_size=2", "train.num_workers=0", "train.progress=false",
-            "train.transforms.train.crop=64", "xai.figures=0", *TINY)
+    run_cli("stage=all", "until=explain", "xai_methods=[gradcam,hirescam]", "xai.figures=0", *TINY)
     client, experiment = _store(tmp_path)
     runs = client.search_runs([experiment])
     assert {r.info.status for r in runs} == {"FINISHED"}
@@ -89,7 +87,7 @@ def test_all_stops_after_a_report_where_nothing_was_explained(tmp_path, tmp_path
                 run._run_pipeline(cfg, jobs, experiment)
         finally:
             HydraConfig.instance().cfg = None
-    client, experiment = _store(tmp_path)
+    client, experiment = _store(tmp_path, "vqi-demo")   # the default composition, not debug
     runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment])}
     assert sorted(runs) == ["all", "evaluate", "explain", "report"]          # no augment, no retrain
     assert runs["report"].info.status == "FINISHED" and runs["all"].info.status == "FAILED"

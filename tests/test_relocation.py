@@ -19,10 +19,7 @@ from vqi.config import relocatable
 from vqi.models.checkpoint import load_checkpoint
 from vqi.stages.serve import discovered_checkpoints
 
-SMALL = ["data.generator.num_images=8", "data.generator.size=64", "data.preview_images=0", "data.image_size=64",
-         "train.epochs=2", "train.batch_size=2", "train.num_workers=0", "train.progress=false",
-         "train.transforms.train.crop=64", "train.eval_untrained=false", "xai.figures=0", "xai.progress=false",
-         "device=cpu"]
+SMALL = ["experiment=debug", "train.epochs=2", "xai.figures=0", "device=cpu"]   # 2 epochs: one to interrupt after
 
 
 def copy_checkout(src: Path, dst: Path) -> Path:
@@ -108,7 +105,7 @@ def test_a_resumed_run_from_before_the_move_continues_in_a_new_run(tmp_path):
         pass
     b = copy_checkout(tmp_path / "a", tmp_path / "b") / "outputs"
     copied = tracking.configure(f"sqlite:///{b / 'mlflow.db'}", "vqi", str(b / "mlartifacts"))
-    with tracking.stage_run(copied, "train-demo-baseline", {"stage": "train"}, {"lr": "0.1"},
+    with tracking.stage_run(copied, "train-debug-baseline", {"stage": "train"}, {"lr": "0.1"},
                             resume_run_id=unfinished.info.run_id) as run:
         pass
     assert run.info.run_id != unfinished.info.run_id and run.info.experiment_id == copied
@@ -126,14 +123,14 @@ def test_a_copied_checkout_resumes_training_and_reuses_its_finished_stages(tmp_p
     resumed = vqi(b, "stage=train")
     assert "resuming" in resumed and "at epoch 1/2" in resumed and "different training config" not in resumed
     vqi(b, "stage=explain")
-    assert load_checkpoint(a / "outputs" / "checkpoints" / "demo" / "baseline" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(a / "outputs" / "checkpoints" / "debug" / "baseline" / "last.pt")["epoch"] == 1
     c = copy_checkout(b, tmp_path / "c")
     assert "up to date (fingerprint" in vqi(c, "stage=prepare")
     assert "reusing the finished training" in vqi(c, "stage=train")
     assert "stage explain: reusing run" in vqi(c, "stage=explain")
-    found = discovered_checkpoints(f"sqlite:///{c / 'outputs' / 'mlflow.db'}", "vqi-demo")
+    found = discovered_checkpoints(f"sqlite:///{c / 'outputs' / 'mlflow.db'}", "vqi-debug")
     assert found and all(c in path.parents for path in found.values())
     client = MlflowClient(f"sqlite:///{c / 'outputs' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("vqi-demo").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("vqi-debug").experiment_id])
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(r.info.artifact_uri.startswith((c / "outputs").as_uri()) for r in runs)

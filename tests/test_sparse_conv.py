@@ -90,3 +90,36 @@ def test_torch_compile_runs_through_the_sparse_taps():
     assert changed == 3
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * want.abs().max().item())
+
+
+def test_explaining_skips_taps_only_where_train_tap_sparse_switches_it_on():
+    """Issue 22: explain, ScoreCAM, Random-CAM, LOTS and deletion applied tap_sparse always; now only
+    inside `enabled(True)` (vqi.run: train.tap_sparse), and their maps and curves are then the same
+    up to float rounding (DeepLabv3-MobileNetV3: its ASPP's dilated convolutions are eligible)."""
+    from vqi.metrics.deletion import curves
+    from vqi.models.factory import build_model
+    from vqi.models.sparse_conv import enabled, tap_sparse_if_enabled
+    from vqi.xai.gradcam import GradCAM
+    from vqi.xai.scorecam import ScoreCAM
+    from vqi.xai.targets import Unit
+
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_mobilenet_v3_large", num_classes=3).eval()
+    lraspp = build_model("lraspp_mobilenet_v3_large", num_classes=3).eval()
+    with tap_sparse_if_enabled(model) as off, enabled(True), tap_sparse_if_enabled(model) as on, \
+            tap_sparse_if_enabled(lraspp) as demo:
+        assert (off, on, demo) == (0, 3, 0)   # the demo's LR-ASPP: nothing to skip (depthwise dilations)
+    image = torch.rand(1, 3, 64, 64)
+    units = [Unit(0, c, torch.ones(64, 64, dtype=torch.bool)) for c in (1, 2)]
+
+    def outputs():
+        maps = GradCAM(model, "backbone.16")(image, units)
+        score = ScoreCAM(model, "backbone.16", 32)(image, units[:1])
+        deletion, insertion = curves(model, image[0], maps, [1, 2], torch.stack([u.mask for u in units]), steps=4)
+        return maps, score, deletion, insertion
+
+    dense = outputs()
+    with enabled(True):
+        sparse = outputs()
+    for a, b in zip(dense, sparse):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)

@@ -139,11 +139,8 @@ def test_the_next_prepare_and_train_remove_what_writers_killed_with_sigkill_left
     from vqi.stages import prepare, train
     from vqi.utils.owner import Owner
 
-    cfg = make_cfg("data.generator.num_images=8", "data.generator.size=64", "data.generator.workers=0",
-                   "data.image_size=64", "data.preview_images=0", "train.val_split=null",
-                   "train.epochs=1", "train.batch_size=2", "train.num_workers=0", "train.progress=false",
-                   "train.eval_untrained=false", "train.transforms.train.crop=32", "tracking.register_models=false",
-                   stage="train")
+    cfg = make_cfg("experiment=debug", "train.val_split=null", "train.transforms.train.crop=32",
+                   "tracking.register_models=false", stage="train")
     raw, ckpt_dir = Path(cfg.data.labels_dir), Path(cfg.train.checkpoint_dir)
     before = time.time() - 3600                                     # the killed run: before this process
     dead, live = Owner(Owner.me().host, 999_999_999, "0").token(), Owner.me().token()

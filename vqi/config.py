@@ -89,18 +89,40 @@ RUN_WIDE_XAI_KEYS = ("amp", "amp_dtype", "channels_last")
 """`xai` settings of the run, not of a method: they stay as the run set them when the method changes."""
 
 
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """`{dotted key: value}` of every leaf of a plain container (a list is one leaf)."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for name, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{name}" if prefix else str(name)))
+    return out
+
+
 def with_xai_method(cfg: DictConfig, method: str) -> DictConfig:
     """A copy of `cfg` whose `xai` group is `conf/xai/<method>.yaml` (interpolations kept), with the
-    run's own `RUN_WIDE_XAI_KEYS`."""
+    run's own `RUN_WIDE_XAI_KEYS` and every other `xai` key the run set itself.
+
+    What the run set is what its `xai` differs in from `conf/xai/<its method>.yaml` alone: a
+    command-line `xai.max_images=5` or an experiment's `xai.figures: 0` is honoured by the other
+    method as well (it used to be dropped in silence, issue 22); keys the other method does not
+    have (`xai.method.steps` of LOTS for Grad-CAM) have nothing to honour. A value the run set
+    equal to its own method's default is not told apart from that default."""
     if cfg.xai.name == method:
         return cfg
     node = compose_config([f"xai={method}"]).xai
+    own = _leaves(OmegaConf.to_container(compose_config([f"xai={cfg.xai.name}"]).xai, resolve=False))
+    run = _leaves(OmegaConf.to_container(cfg.xai, resolve=False))
+    target = _leaves(OmegaConf.to_container(node, resolve=False))
     out = copy.deepcopy(cfg)
     with open_dict(out):
         out.xai = node
         for key in RUN_WIDE_XAI_KEYS:
             if key in cfg.xai:
                 out.xai[key] = cfg.xai[key]
+        for key, value in run.items():
+            if key != "name" and key in target and (key not in own or own[key] != value):
+                OmegaConf.update(out.xai, key, copy.deepcopy(value), merge=False)
     return out
 
 

@@ -35,6 +35,7 @@ from vqi import config as vqi_config
 from vqi import tracking
 from vqi.cli_help import register_help_resolvers
 from vqi.data.prepared import current_fingerprint
+from vqi.models import sparse_conv
 from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_stage, load_stage
 from vqi.utils.logs import quiet_third_party_logs
 from vqi.utils.owner import Owner
@@ -107,13 +108,20 @@ def _log_config(job: Job) -> None:
         mlflow.log_artifacts(str(folder), artifact_path=".hydra")
 
 
+def _run_module(module, cfg: DictConfig) -> dict[str, float]:
+    """`module.run(cfg)`, with the tap-sparse convolutions of explaining and deletion switched
+    on only where `train.tap_sparse` says so (vqi.models.sparse_conv.enabled)."""
+    with sparse_conv.enabled(bool(OmegaConf.select(cfg, "train.tap_sparse", default=False))):
+        return module.run(cfg) or {}
+
+
 def run_stage(job: Job, experiment_id: str, pipeline_id: str = "") -> dict[str, float]:
     """Run one stage inside its own MLflow run (nested in the active one, if any) and return
     its metrics."""
     cfg, stage = job.cfg, job.stage
     module = load_stage(stage)
     if _rank() != 0:  # under torchrun only rank 0 tracks; the others just run the stage
-        return module.run(cfg) or {}
+        return _run_module(module, cfg)
     name = module.run_name(cfg) if hasattr(module, "run_name") else f"{stage}-{cfg.experiment_name}"
     key = _reuse_key(cfg, module)
     if key and not cfg.force:
@@ -132,7 +140,7 @@ def run_stage(job: Job, experiment_id: str, pipeline_id: str = "") -> dict[str, 
     log.info("stage %s: MLflow run %s%s", stage, name, f" (resuming {resume})" if resume else "")
     with tracking.stage_run(experiment_id, name, tags, params, resume) as active:
         _log_config(job)
-        metrics = module.run(cfg) or {}
+        metrics = _run_module(module, cfg)
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
         if numeric:

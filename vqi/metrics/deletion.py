@@ -15,7 +15,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from vqi.metrics.faithfulness import confidences
-from vqi.models.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse_if_enabled as tap_sparse   # train.tap_sparse, off by default
 
 
 def blur(image: torch.Tensor, sigma: float | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ weight gradient skips the padding too.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
@@ -152,3 +153,31 @@ def tap_sparse(model: nn.Module, max_forward: float = MAX_FORWARD_DENSITY,
     finally:
         for conv in convs:
             del conv.forward
+
+
+_ENABLED: ContextVar[bool] = ContextVar("vqi_tap_sparse", default=False)
+
+
+@contextmanager
+def enabled(on: bool) -> Iterator[None]:
+    """Inside the block, `tap_sparse_if_enabled` applies `tap_sparse` (`train.tap_sparse=true`:
+    vqi.run wraps every stage in it), else it changes nothing."""
+    token = _ENABLED.set(bool(on))
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+@contextmanager
+def tap_sparse_if_enabled(model: nn.Module) -> Iterator[int]:
+    """`tap_sparse(model)` where `enabled(True)` holds, else a no-op (yields 0). Explaining and
+    deletion call this, not `tap_sparse`: off by default, since the demo's LR-ASPP has no eligible
+    layer (its dilated convolutions are depthwise) and nothing was measured on CUDA, while on the
+    CPU a DeepLabv3's ASPP gains ~1.9x (scripts/bench_sparse_conv.py) with maps equal to ~1e-6,
+    not bit for bit."""
+    if not _ENABLED.get():
+        yield 0
+        return
+    with tap_sparse(model) as changed:
+        yield changed

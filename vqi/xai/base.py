@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqi.models.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse_if_enabled as tap_sparse   # train.tap_sparse, off by default
 from vqi.xai.targets import Unit, model_logits, target_scores
 from vqi.engine.prediction import predicted_classes
 

@@ -31,7 +31,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur, rgb_to_grayscale
 
 from vqi.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from vqi.models.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse_if_enabled as tap_sparse   # train.tap_sparse, off by default
 from vqi.xai.base import BaseCAM, _minmax, frozen
 from vqi.xai.targets import Unit, model_logits
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from vqi.models.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse_if_enabled as tap_sparse   # train.tap_sparse, off by default
 from vqi.xai.base import BaseCAM, _single, capture, float32_math, frozen, scale_cams
 from vqi.xai.targets import Unit, model_logits
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqi.xai.base import BaseCAM, _single, capture, float32_math, frozen, scale_cams
-from vqi.models.sparse_conv import tap_sparse
+from vqi.models.sparse_conv import tap_sparse_if_enabled as tap_sparse   # train.tap_sparse, off by default
 from vqi.xai.targets import Unit, model_logits
 
 
