@@ -57,7 +57,7 @@ def test_help_lists_every_stage_and_each_app_group_with_its_options():
     assert all(opts.count("*") == 1 for opts in groups.values()), groups   # the chosen option of each
     assert "lraspp_mobilenet_v3_large*" in groups["model"]                # the demo experiment's model
     assert "_common" not in help_text and "== Config ==" not in help_text  # no internal file, no config dump
-    assert [line.split()[0] for line in _section(help_text, "Examples")] == ["vqi"] * 3
+    assert [line.split()[0] for line in _section(help_text, "Examples")] == ["vqi"] * 4
 
 
 def test_version_is_vqis_own():
