@@ -88,7 +88,7 @@ def _truth_dir(cfg: DictConfig) -> Path:
     return Path(cfg.data.processed_dir) / "masks_truth" / str(cfg.augment.split)
 
 
-def decide_all(cfg: DictConfig, proposals: list[Proposal]) -> None:
+def decide_all(cfg: DictConfig, proposals: list[Proposal], doc: dict) -> None:
     """Pre-fill the decisions by `augment.policy`; the oracle reviews the top `oracle.budget` share
     of `proposals` (already in review order) reading the split's true masks."""
     a = cfg.augment
@@ -106,7 +106,7 @@ def decide_all(cfg: DictConfig, proposals: list[Proposal]) -> None:
     for proposal in proposals:
         by_image[proposal.image].append(proposal)
     verdicts = {}
-    for img, anns in iter_image_annotations(read_split(processed, a.split)):
+    for img, anns in iter_image_annotations(doc):
         stem, shape = Path(img["file_name"]).stem, (img["height"], img["width"])
         if stem not in by_image:
             continue
@@ -119,7 +119,7 @@ def decide_all(cfg: DictConfig, proposals: list[Proposal]) -> None:
     oracle.apply_verdicts(proposals, list(range(len(proposals))), verdicts, float(a.oracle.budget))
 
 
-def truth_quality(cfg: DictConfig) -> dict:
+def truth_quality(cfg: DictConfig, doc: dict) -> dict:
     """Label IoU of the split and of the augmented split against the truth, and the accepted
     changes' precision / recall per kind; {} when the split has no true masks (real data)."""
     a = cfg.augment
@@ -128,7 +128,7 @@ def truth_quality(cfg: DictConfig) -> dict:
         return {}
     before_iou, after_iou = LabelIoU(), LabelIoU()
     quality = ProposalQuality(tuple(CLASS_IDS[c] for c in a.thin_classes))
-    for img in read_split(processed, a.split)["images"]:
+    for img in doc["images"]:
         stem, shape = Path(img["file_name"]).stem, (img["height"], img["width"])
         before = read_mask(processed / "masks" / a.split / f"{stem}.png", shape)
         after = read_mask(processed / "masks" / a.output_split / f"{stem}.png", shape)
@@ -146,7 +146,7 @@ def _png_bytes(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
+def apply(cfg: DictConfig, proposals: list[Proposal], doc: dict) -> ApplySummary:
     """Write `<output_split>.json` and its masks from the split's originals and accepted proposals.
 
     Files whose content is unchanged are not rewritten, so `stage=retrain` (keyed on the JSON)
@@ -157,7 +157,6 @@ def apply(cfg: DictConfig, proposals: list[Proposal]) -> ApplySummary:
     if a.output_split == a.split:
         raise ValueError(f"augment.output_split must differ from augment.split ({a.split!r}): "
                          "the original annotations are never overwritten")
-    doc = read_split(processed, a.split)
     names = {c["id"]: c["name"] for c in doc["categories"]}
     accepted, summary = split_decisions(proposals)
     by_stem = defaultdict(list)
@@ -220,6 +219,7 @@ def _check_source(review_file: Path, source: dict[str, str]) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     a = cfg.augment
     review_file = Path(a.review_file)
+    doc = read_split(Path(cfg.data.processed_dir), a.split)   # the split's COCO file, read once for every step
     method = chosen_method(cfg.paths.tables_dir, cfg.augment.method)
     mlflow.set_tag("xai_method", method)
     source = _source(cfg, method)
@@ -239,16 +239,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 old_source.rename(review_file.with_name(f"{review_file.stem}.{stamp}.source.json"))
             log.info("augment.force: the previous review file was kept as %s", kept)
         proposals = propose(cfg, method)
-        decide_all(cfg, proposals)
+        decide_all(cfg, proposals, doc)
         write_review(review_file, proposals)
         write_json(review_file.with_suffix(".source.json"), source)
     page = review_file.with_suffix(".html")
     review_page.write_review_page(page, proposals, review_file, "python -m vqi.run stage=augment")
-    summary = apply(cfg, proposals)
+    summary = apply(cfg, proposals, doc)
     if summary.pending:
         log.warning("%d proposal(s) await the expert's decision in %s (see %s); they are not applied",
                     summary.pending, review_file, page)
-    quality = truth_quality(cfg)
+    quality = truth_quality(cfg, doc)
     report = {"ranker": str(a.ranker), "method": method, "policy": str(a.policy),
               "proposals": len(proposals), **summary.as_dict(), **quality}
     summary_path = Path(cfg.data.processed_dir) / "annotations" / f"{a.output_split}_summary.json"
