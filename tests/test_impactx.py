@@ -328,3 +328,40 @@ def test_the_impactx_arm_retrains_on_the_annotation_as_is_with_the_branch(tmp_pa
     assert Path(enhanced.test.output_dir) == folder / "test" / "impactx"
     assert retrain.inputs(cfg)[1:] == [Path(enhanced.train.impactx.teacher_checkpoint),
                                        folder / "tables" / "chosen_method.json"]
+
+
+def test_impactx_in_xai_methods_is_a_row_of_tables_i_and_iii_from_its_own_model(run_cli, tmp_path):
+    """`make table1` / `make table3` with impactx in the lists: `stage=all` trains IMPACTX's model
+    after the report (teacher: the method chosen), explains, evaluates and reports again;
+    `stage=sanity` checks it on its own model in a run of its own; its rows come from that model
+    and it is never chosen. Real CLI, real store, experiment=debug (T_c = G_c: the tiny model
+    predicts no foreground)."""
+    common = ["experiment=debug", "xai_methods=[gradcam,impactx]", "xai.figures=0", "xai.target=gt"]
+    run_cli("stage=all", "until=report", *common)
+    run_cli("stage=sanity", "sanity.methods=[gradcam,impactx]", "sanity.max_images=2", *common)
+    run_cli("stage=report", *common)
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("vqi-debug").experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    steps = [(r.data.tags["stage"], r.data.tags.get("xai_method", "")) for r in runs if r.data.tags["stage"] != "all"]
+    assert steps == [("prepare", ""), ("train", ""), ("test", ""), ("explain", "gradcam"), ("evaluate", "gradcam"),
+                     ("report", ""), ("train", ""), ("explain", "impactx"), ("evaluate", "impactx"), ("report", ""),
+                     ("sanity", ""), ("sanity", ""), ("report", "")]
+    checkpoints = tmp_path / "outputs" / "checkpoints" / "debug"
+    baseline, own = file_hash(checkpoints / "baseline" / "best.pt"), file_hash(checkpoints / "impactx" / "best.pt")
+    evaluated = {r.data.tags["xai_method"]: r.data.tags["checkpoint_hash"] for r in runs if r.data.tags["stage"] == "evaluate"}
+    assert evaluated == {"gradcam": baseline, "impactx": own}
+    sanity_runs = [r for r in runs if r.data.tags["stage"] == "sanity"]
+    assert {(r.data.tags["sanity_methods"], r.data.tags["checkpoint_hash"]) for r in sanity_runs} == {
+        ("gradcam", baseline), ("impactx", own)}
+    assert sanity_runs[1].data.tags["sanity_steps"].split(",")[0] == "explanation"   # its branch goes first
+
+    tables = tmp_path / "outputs" / "tables"
+    assert json.loads((tables / "chosen_method.json").read_text())["method"] == "gradcam"
+    assert (tables / "sanity.md").is_file() and (tables / "sanity_impactx.md").is_file()
+    for name in ("table1", "table3"):
+        text = (tables / f"{name}.md").read_text()
+        row = next(line for line in text.splitlines() if line.startswith("| IMPACTX |"))
+        assert "–" not in row, f"{name}: IMPACTX's row has empty cells: {row}"
+        assert "IMPACTX explains a model of its own" in text and "never chosen" in text

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+import yaml
 
 from vqi import CONFIG_DIR, FROM_CHECKOUT, PROJECT_ROOT
 from vqi.data.synthetic import width_factor_range
@@ -123,6 +124,19 @@ def with_xai_method(cfg: DictConfig, method: str) -> DictConfig:
         for key, value in run.items():
             if key != "name" and key in target and (key not in own or own[key] != value):
                 OmegaConf.update(out.xai, key, copy.deepcopy(value), merge=False)
+    return out
+
+
+def with_model_overrides(cfg: DictConfig, overrides) -> DictConfig:
+    """A copy of `cfg` with a method's `xai.model_overrides` (plain `key=value` items, values read
+    as YAML) applied: the config under which that method's own model is trained and explained;
+    the keys that follow them (`xai.checkpoint` after `train.tag`) follow."""
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"xai.model_overrides: {item!r} is not key=value")
+        OmegaConf.update(out, key, yaml.safe_load(value), merge=False)
     return out
 
 

@@ -40,6 +40,7 @@ from vqi.stages import PER_METHOD, PIPELINE, STAGES, UnknownStageError, check_st
 from vqi.utils.logs import quiet_third_party_logs
 from vqi.utils.owner import Owner
 from vqi.utils.stopping import Stopped, stop_on_signals
+from vqi.xai.catalogue import own_model_methods
 
 log = logging.getLogger("vqi")
 
@@ -152,14 +153,37 @@ def run_stage(job: Job, experiment_id: str, pipeline_id: str = "") -> dict[str, 
     return metrics
 
 
+def _compose(stage: str, overrides: list[str]) -> Job:
+    job_overrides = [*overrides, f"stage={stage}"]
+    return Job(stage, compose(config_name="config", overrides=job_overrides), job_overrides, True)
+
+
+def _sanity_jobs(cfg: DictConfig, task: list[str]) -> list[Job]:
+    """`stage=sanity` checks every method of `sanity.methods` on one checkpoint; a method that
+    explains a model of its own is checked on that model, in a run of its own (so the report
+    finds it by that checkpoint's hash)."""
+    own = own_model_methods(cfg.sanity.methods)
+    if not own:
+        return [Job(cfg.stage, cfg, task)]
+    kept = [o for o in task if o.lstrip("+~").split("=", 1)[0] not in ("stage", "sanity.methods")]
+    shared = [m for m in cfg.sanity.methods if m not in own]
+    jobs = [_compose("sanity", [*kept, f"sanity.methods=[{','.join(shared)}]"])] if shared else []
+    return jobs + [_compose("sanity", [*kept, *extra, f"xai={m}", f"sanity.methods=[{m}]"]) for m, extra in own.items()]
+
+
 def _jobs(cfg: DictConfig) -> list[Job]:
     """The stages to run: one for a named stage, the whole pipeline for `all`.
 
     `until=<stage>` ends `all` after that stage's first step. In `all`, every step is composed
     again with `stage=<step>` (and a per-method step with `xai=<method>` for every method of
     `xai_methods`), keeping the command line's own overrides, so its run records its own config.
+    A method that explains a model of its own (`xai.model_overrides`: IMPACTX) is left out of the
+    per-method steps; after the report, its model is trained (teacher: the method the report
+    chose), explained and evaluated under its overrides, and the report runs again to add its row.
     """
     task = list(HydraConfig.get().overrides.task)
+    if cfg.stage == "sanity":
+        return _sanity_jobs(cfg, task)
     if cfg.stage != "all":
         load_stage(cfg.stage)  # fail on an unknown name before any run is opened
         return [Job(cfg.stage, cfg, task)]
@@ -169,12 +193,16 @@ def _jobs(cfg: DictConfig) -> list[Job]:
         if cfg.until not in steps:
             raise UnknownStageError(f"until={cfg.until!r} is not a pipeline step; steps: {', '.join(steps)}")
         steps = steps[:steps.index(cfg.until) + 1]
+    own = own_model_methods(cfg.xai_methods)
     jobs = []
     for stage in steps:
-        methods = [[f"xai={m}"] for m in cfg.xai_methods] if stage in PER_METHOD else [[]]
-        for extra in methods:
-            job_overrides = [*overrides, f"stage={stage}", *extra]
-            jobs.append(Job(stage, compose(config_name="config", overrides=job_overrides), job_overrides, True))
+        methods = [[f"xai={m}"] for m in cfg.xai_methods if m not in own] if stage in PER_METHOD else [[]]
+        jobs += [_compose(stage, [*overrides, *extra]) for extra in methods]
+        if stage == "report" and own:
+            for method, extra in own.items():
+                jobs.append(_compose("train", [*overrides, *extra]))
+                jobs += [_compose(step, [*overrides, *extra, f"xai={method}"]) for step in PIPELINE if step in PER_METHOD]
+            jobs.append(_compose("report", overrides))
     return jobs
 
 

@@ -59,8 +59,12 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
 def cascade_steps(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     """(label, modules) per randomisation step, top first: the segmentation head without ASPP,
     then ASPP, then the backbone's top-level blocks from the last to the first (those with
-    parameters). Works for torchvision's DeepLabv3 (ResNet and MobileNetV3 backbones)."""
+    parameters); first of all, a model's `explanation_branch` where it has one (IMPACTX's encoder
+    and decoder). Works for torchvision's DeepLabv3 (ResNet and MobileNetV3 backbones)."""
     steps: list[tuple[str, list[nn.Module]]] = []
+    branch = getattr(model, "explanation_branch", None)   # IMPACTX's: on top of everything it explains with
+    if branch:
+        steps.append(("explanation", list(branch)))
     head = getattr(model, "classifier", None)
     if head is None or not hasattr(model, "backbone"):
         raise ValueError(f"sanity check: {type(model).__name__} has no `classifier` and `backbone`")

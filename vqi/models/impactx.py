@@ -85,6 +85,11 @@ class ImpactX(nn.Module):
     def classifier(self) -> nn.Module:
         return self.segmenter.classifier
 
+    @property
+    def explanation_branch(self) -> list[nn.Module]:
+        """The modules that draw the maps (LEP's encoder and the decoder D): the sanity check's first step."""
+        return [self.encoder, self.decoder]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         captured: list[Any] = []
         handle = self.segmenter.backbone.register_forward_hook(lambda module, args, out: captured.append(out))

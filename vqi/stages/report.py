@@ -10,18 +10,22 @@ deletion / insertion / pointing with the latest FINISHED `sanity` run of the che
 chosen method follows Table I's rule unless `report.choose_by=table3`; the floor (Random-CAM) is
 never chosen, and the notes say when the chosen method fails the sanity check or does not beat it.
 When every method explained 0 units, no method is chosen (Table I says why; no chosen_method.json).
+A method of `xai_methods` that explains a model of its own (`xai.model_overrides`: IMPACTX) is a
+row of both tables from its own model's evaluate and sanity runs, never chosen.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from vqi import tracking
+from vqi.config import with_model_overrides
 from vqi.reporting.charts import save_curves_figure, save_table_chart
 from vqi.reporting.chosen import CHOSEN
 from vqi.reporting.examples import methods_rows
@@ -30,6 +34,7 @@ from vqi.reporting.table1 import METRICS, MethodResult, build_table1, choose_met
 from vqi.reporting.table3 import FLOOR_KEYS, build_table3, floor_shortfalls, sanity_verdict
 from vqi.reporting.tables import write_table
 from vqi.utils.atomic import write_json
+from vqi.xai.catalogue import own_model_methods
 from vqi.xai.maps import META, file_hash, read_meta
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,30 @@ def evaluate_runs(experiment_id: str, checkpoint_hash: str) -> dict[str, MethodR
     return latest
 
 
+class OwnModelRow(NamedTuple):
+    """The evaluate run of a method that explains a model of its own, and that model."""
+    result: MethodResult
+    checkpoint: Path
+    checkpoint_hash: str
+    overrides: tuple[str, ...]
+
+
+def own_model_rows(cfg: DictConfig, experiment_id: str) -> dict[str, OwnModelRow]:
+    """For each method of `xai_methods` that explains a model of its own (IMPACTX): the latest
+    finished evaluate run of its model, the checkpoint under its `model_overrides`. A method whose
+    model is not trained or not evaluated yet is left out (Table I's note names it)."""
+    out = {}
+    for method, overrides in own_model_methods(cfg.xai_methods).items():
+        checkpoint = Path(with_model_overrides(cfg, overrides).xai.checkpoint)
+        if not checkpoint.is_file():
+            continue
+        digest = file_hash(checkpoint)
+        result = evaluate_runs(experiment_id, digest).get(method)
+        if result is not None:
+            out[method] = OwnModelRow(result, checkpoint, digest, overrides)
+    return out
+
+
 def sanity_run(experiment_id: str, checkpoint_hash: str):
     """The latest finished sanity run for a checkpoint hash, or None."""
     runs = MlflowClient().search_runs(
@@ -77,13 +106,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not found:
         raise ValueError(f"no finished evaluate run for checkpoint {checkpoint} (hash {checkpoint_hash}); "
                          "run stage=explain,evaluate for each method first")
-    wanted = [m for m in cfg.xai_methods if m in found]
-    results = [found[m] for m in wanted] + [found[m] for m in sorted(found) if m not in wanted]
-    missing = [m for m in cfg.xai_methods if m not in found]
+    own = own_model_rows(cfg, experiment_id)
+    everything = {**found, **{m: row.result for m, row in own.items()}}
+    wanted = [m for m in cfg.xai_methods if m in everything]
+    results = [everything[m] for m in wanted] + [found[m] for m in sorted(found) if m not in wanted]
+    missing = [m for m in cfg.xai_methods if m not in everything]
     floor = str(cfg.report.floor) if cfg.report.floor else None
-    candidates = [r for r in results if r.method != floor] or results
+    pool = [r for r in results if r.method not in own]   # those explaining this checkpoint
+    candidates = [r for r in pool if r.method != floor] or pool
     notes = [f"Checkpoint {checkpoint} (sha256 {checkpoint_hash}); units = (image, foreground class) "
              "pairs with ground truth and target pixels (docs/metrics.md)."]
+    own_notes = [f"{label(m)} explains a model of its own, {row.checkpoint} (sha256 {row.checkpoint_hash}; its "
+                 f"overrides: {', '.join(row.overrides)}): its units are that model's, its sanity values that "
+                 "model's sanity run's; a row beside the others, never chosen." for m, row in own.items()]
+    notes += own_notes
     skipped = sorted({k for r in results for k in r.metrics if k.startswith("skipped/")})
     if skipped:
         notes.append("Skipped units: " + ", ".join(
@@ -91,9 +127,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if missing:
         notes.append(f"Not evaluated for this checkpoint: {', '.join(missing)}.")
     table = build_table1(results, caption="Table I: plausibility and faithfulness of CAM methods", notes=notes)
-    if nothing_explained(results):
+    if nothing_explained(pool):
         return _no_method(cfg, table, checkpoint, checkpoint_hash)
-    trust = _table3_results(results, sanity_run(experiment_id, checkpoint_hash))
+    checked = {r.method: r for r in _table3_results(pool, sanity_run(experiment_id, checkpoint_hash))}
+    for m, row in own.items():
+        checked[m] = _table3_results([row.result], sanity_run(experiment_id, row.checkpoint_hash))[0]
+    trust = [checked[r.method] for r in results]
     rule = "Table I" if cfg.report.choose_by == "table1" else "Table III"
     if cfg.report.choose_by == "table1":
         winner, wins = choose_method(build_table1(candidates), candidates)
@@ -112,7 +151,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     shortfall = ({r.method: floor_shortfalls(r.metrics, next(t.metrics for t in trust if t.method == floor))
                   for r in trust if r.method != floor} if floor in found else {})
     if any(k in r.metrics for r in trust for k in ("deletion", "insertion", "pointing", "final_ssim")):
-        paths += _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, verdicts, shortfall)
+        paths += _write_table3(cfg, trust, everything, checkpoint_hash, [*own_notes, chosen_note, *statements],
+                               verdicts, shortfall)
     write_json(tables_dir / CHOSEN, {"method": winner, "label": label(winner), "wins": wins,
                                      "choose_by": str(cfg.report.choose_by),
                                      "sanity_pass": verdicts.get(winner),
@@ -221,7 +261,7 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, verdicts, shortfall) -> list[Path]:
+def _write_table3(cfg, trust, found, checkpoint_hash, closing_notes, verdicts, shortfall) -> list[Path]:
     """Table III (md/csv/tex) and the deletion / insertion curves of every method in one figure."""
     runs = {m: MlflowClient().get_run(r.run_id) for m, r in found.items() if r.run_id}
     any_run = next(iter(runs.values()), None)
@@ -254,7 +294,7 @@ def _write_table3(cfg, trust, found, checkpoint_hash, chosen_note, statements, v
     if losers:
         notes.append(f"Do not beat {label(cfg.report.floor)} on deletion, insertion and pointing alike: "
                      + ", ".join(losers) + ".")
-    notes += [chosen_note, *statements]
+    notes += closing_notes
     table = build_table3(trust, notes=notes)
     paths = write_table(table, Path(cfg.paths.tables_dir), "table3")
     curves = {}

@@ -2,11 +2,11 @@
 (docs/metrics.md, "Trusting the explanations").
 
 Config keys read: `seed`, `device`, `data.processed_dir`, `xai.{checkpoint, target, transform}`
-and each method's `xai/<name>.yaml`, `sanity.{methods, split, max_images, batch_size, seed,
+and each method's `xai/<name>.yaml`, `sanity.{methods, split, max_images, batch_size, seed, table,
 output_dir, figures_dir, progress}`, `paths.tables_dir`. Units and T_c come from the trained model
 (first `max_images` images of the split) and stay fixed; after each cascade step (head, ASPP,
 backbone blocks from the top) every method's maps are recomputed and compared with the trained
-ones. Writes `<output_dir>/sanity.json`, `<tables_dir>/sanity.{md,csv,tex}`, a figure of rho
+ones. Writes `<output_dir>/sanity.json`, `<tables_dir>/<table>.{md,csv,tex}`, a figure of rho
 against step (one line per method); logs `rho|abs_rho|ssim/<method>` as histories (step i = after
 cascade step i) and `final_<that>/<method>` at full randomisation. Undefined correlations (constant
 maps) are counted in `undefined/<method>` and never logged as numbers.
@@ -113,7 +113,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         "checkpoint": str(cfg.xai.checkpoint), "checkpoint_hash": checkpoint_hash, "device": device_name(device),
         "split": sc.split, "units": units, "steps": labels, "seconds": seconds, "methods": results})
     table = _table(names, labels, results, units, checkpoint_hash, device_name(device), seconds)
-    paths = write_table(table, Path(cfg.paths.tables_dir), "sanity")
+    paths = write_table(table, Path(cfg.paths.tables_dir), str(sc.table))
     figure = save_lines_figure(Path(sc.figures_dir) / "sanity_rho.png", ["trained", *labels],
                                {label(n): [1.0] + [r["rho"] for r in results[n]] for n in names},
                                ylabel="mean Spearman ρ vs trained", hline=0.0,

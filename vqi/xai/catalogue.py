@@ -23,6 +23,14 @@ class XaiMethod:
     """`method._target_`: the class that engine=fast runs; None when only engine=library has it."""
     options: dict[str, Any]
     """`method`'s other keys: the class's keyword arguments after the model and the layer."""
+    model_overrides: tuple[str, ...] = ()
+    """`key=value` overrides that train and load the model the method explains, for a method that
+    explains a model of its own (IMPACTX); empty for one that explains `xai.checkpoint`."""
+
+    @property
+    def own_model(self) -> bool:
+        """Whether the method explains a model of its own, trained under `model_overrides`."""
+        return bool(self.model_overrides)
 
     @property
     def standalone(self) -> bool:
@@ -54,5 +62,13 @@ def xai_catalogue() -> dict[str, XaiMethod]:
         method = dict(node.get("method") or {})
         target = method.pop("_target_", None)
         method.pop("_partial_", None)
-        methods[path.stem] = XaiMethod(path.stem, str(node.get("label") or path.stem), target, method)
+        methods[path.stem] = XaiMethod(path.stem, str(node.get("label") or path.stem), target, method,
+                                       tuple(str(o) for o in node.get("model_overrides") or ()))
     return methods
+
+
+def own_model_methods(methods) -> dict[str, tuple[str, ...]]:
+    """{method: its `model_overrides`} for the methods of `methods` that explain a model of their
+    own (IMPACTX), in the order given."""
+    catalogue = xai_catalogue()
+    return {m: catalogue[m].model_overrides for m in methods if m in catalogue and catalogue[m].own_model}
