@@ -154,6 +154,7 @@ def run_stage(job: Job, experiment_id: str, pipeline_id: str = "") -> dict[str, 
 
 
 def _compose(stage: str, overrides: list[str]) -> Job:
+    """A step of `stage=all` (or a split `stage=sanity`): its config composed with `stage=<stage>`."""
     job_overrides = [*overrides, f"stage={stage}"]
     return Job(stage, compose(config_name="config", overrides=job_overrides), job_overrides, True)
 
