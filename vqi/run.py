@@ -162,14 +162,14 @@ def _compose(stage: str, overrides: list[str]) -> Job:
 def _sanity_jobs(cfg: DictConfig, task: list[str]) -> list[Job]:
     """`stage=sanity` checks every method of `sanity.methods` on one checkpoint; a method that
     explains a model of its own is checked on that model, in a run of its own (so the report
-    finds it by that checkpoint's hash)."""
+    finds it by that checkpoint's hash) that writes its own table, `sanity_<method>`."""
     own = own_model_methods(cfg.sanity.methods)
     if not own:
         return [Job(cfg.stage, cfg, task)]
     kept = [o for o in task if o.lstrip("+~").split("=", 1)[0] not in ("stage", "sanity.methods")]
     shared = [m for m in cfg.sanity.methods if m not in own]
     jobs = [_compose("sanity", [*kept, f"sanity.methods=[{','.join(shared)}]"])] if shared else []
-    return jobs + [_compose("sanity", [*kept, *extra, f"xai={m}", f"sanity.methods=[{m}]"]) for m, extra in own.items()]
+    return jobs + [_compose("sanity", [*kept, *extra, f"xai={m}", f"sanity.methods=[{m}]", f"sanity.table=sanity_{m}"]) for m, extra in own.items()]
 
 
 def _jobs(cfg: DictConfig) -> list[Job]:

@@ -261,9 +261,10 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _write_table3(cfg, trust, found, checkpoint_hash, closing_notes, verdicts, shortfall) -> list[Path]:
-    """Table III (md/csv/tex) and the deletion / insertion curves of every method in one figure."""
-    runs = {m: MlflowClient().get_run(r.run_id) for m, r in found.items() if r.run_id}
+def _write_table3(cfg, trust, evaluated, checkpoint_hash, closing_notes, verdicts, shortfall) -> list[Path]:
+    """Table III (md/csv/tex) and the deletion / insertion curves of every method in one figure
+    (`evaluated`: each row's evaluate run, an own-model method's included)."""
+    runs = {m: MlflowClient().get_run(r.run_id) for m, r in evaluated.items() if r.run_id}
     any_run = next(iter(runs.values()), None)
     steps = any_run.data.tags.get("deletion_steps", "?") if any_run else "?"
     radius = any_run.data.tags.get("pointing_radius", "?") if any_run else "?"
